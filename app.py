@@ -1,0 +1,31 @@
+"""ResNet Explainer: the router and the frame every page shares."""
+
+import streamlit as st
+
+from resnet_core import device
+
+st.set_page_config(page_title="ResNet Explainer", page_icon="🧱", layout="wide")
+
+PAGES = [
+    st.Page("pages/architecture.py", title="Architecture", icon="🏗️", url_path="architecture", default=True),
+    st.Page("pages/gradient_flow.py", title="Gradient flow", icon="📉", url_path="gradient-flow"),
+]
+
+page = st.navigation(PAGES)
+
+with st.sidebar:
+    st.markdown("### 🧱 ResNet Explainer")
+    st.caption("Build residual networks, break them, watch them train.")
+
+
+@st.cache_resource
+def _device_label() -> str:
+    return device.describe()
+
+
+st.sidebar.markdown(f"**Device:** `{_device_label()}`")
+st.sidebar.caption(
+    "Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
+    "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)"
+)
+page.run()

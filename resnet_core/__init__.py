@@ -1,0 +1,1 @@
+"""ResNet Explainer's core: configs, models, probes, training and figures. No streamlit here."""

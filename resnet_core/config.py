@@ -1,0 +1,275 @@
+"""Model configuration: one frozen dataclass, named presets, validation.
+
+Everything a user can set arrives here as data and is checked once; the rest of
+the code can then trust a `ModelConfig`. Every problem raises `ConfigError`,
+whose message names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .limits import LIMITS
+
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "small")
+SHORTCUTS = ("A", "B", "C")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+STYLES = ("post", "pre")
+INITS = ("default", "kaiming")
+
+MAX_STAGES = 6
+MAX_BLOCKS_PER_STAGE = 200
+MAX_WIDTH = 2048
+MAX_IN_CHANNELS = 16
+MAX_CLASSES = 10_000
+IMAGE_SIZE_RANGE = (8, 512)
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed: names the field, the value and what is."""
+
+    def __init__(self, field_name: str, value: Any, allowed: str):
+        self.field = field_name
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field_name}={value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    block: str = "basic"  # "basic": two 3x3 convs; "bottleneck": 1x1-3x3-1x1, 4x wider out
+    layers: tuple[int, ...] = (3, 3, 3)  # blocks per stage; depth as data, as torchvision
+    widths: tuple[int, ...] = (16, 32, 64)  # base channels per stage (x4 out for bottleneck)
+    stem: str = "small"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv
+    skip: bool = True  # False builds the plain twin: the addition disappears, nothing else
+    shortcut: str = "A"  # A: zero-pad identity; B: 1x1 conv where shape changes; C: 1x1 always
+    batchnorm: bool = True  # False replaces every BatchNorm with the identity
+    activation: str = "relu"  # non-linearity used everywhere in the net
+    style: str = "post"  # "post": act after the addition (2015); "pre": BN-act-conv (2016b)
+    init: str = "default"  # "default": PyTorch's own; "kaiming": He normal, fan-out
+    zero_init_residual: bool = False  # zero the last layer of every residual branch
+    in_channels: int = 3  # 1 for MNIST, 3 for CIFAR and ImageNet
+    num_classes: int = 10  # width of the final linear layer
+    image_size: int = 32  # square input side, used for shapes, FLOPs and memory estimates
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def convs_per_block(self) -> int:
+        return 3 if self.block == "bottleneck" else 2
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers on the main path: stem conv + block convs + fc (He et al.)."""
+        return 1 + self.convs_per_block * sum(self.layers) + 1
+
+    def plain_twin(self) -> ModelConfig:
+        return replace(self, skip=False)
+
+    def residual_twin(self) -> ModelConfig:
+        return replace(self, skip=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["layers"] = list(self.layers)
+        d["widths"] = list(self.widths)
+        return d
+
+
+# ---------------------------------------------------------------- presets
+
+IMAGENET_LAYOUTS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def cifar_config(depth: int, **overrides: Any) -> ModelConfig:
+    """The CIFAR layout of He et al. 2016: depth = 6n + 2, 16/32/64 channels, option A."""
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ConfigError("depth", depth, "6n+2 for n >= 1 (8, 14, 20, ... 110, ...)")
+    n = (depth - 2) // 6
+    return make_config(
+        ModelConfig(block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="small",
+                    shortcut="A", num_classes=10, image_size=32),
+        **overrides,
+    )
+
+
+def imagenet_config(depth: int, **overrides: Any) -> ModelConfig:
+    """torchvision's ResNet-18...152: ImageNet stem, 64/128/256/512, option B."""
+    if depth not in IMAGENET_LAYOUTS:
+        raise ConfigError("depth", depth, f"one of {sorted(IMAGENET_LAYOUTS)}")
+    block, layers = IMAGENET_LAYOUTS[depth]
+    base = ModelConfig(block=block, layers=layers, widths=(64, 128, 256, 512), stem="imagenet",
+                       shortcut="B", init="kaiming", num_classes=1000, image_size=224)
+    return make_config(base, **overrides)
+
+
+def _preset_table() -> dict[str, ModelConfig]:
+    table: dict[str, ModelConfig] = {}
+    for depth in IMAGENET_LAYOUTS:
+        table[f"resnet{depth}"] = imagenet_config(depth)
+    for depth in CIFAR_DEPTHS:
+        table[f"resnet{depth}"] = cifar_config(depth)
+    for name, cfg in list(table.items()):
+        table[name.replace("resnet", "plain")] = cfg.plain_twin()
+    return table
+
+
+PRESETS: dict[str, ModelConfig] = {}  # filled below, once validation is defined
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset (resnet20, plain56, resnet50, ...) with any field overridden."""
+    if name not in PRESETS:
+        raise ConfigError("preset", name, "one of " + ", ".join(PRESETS))
+    return make_config(PRESETS[name], **overrides)
+
+
+def preset_name(cfg: ModelConfig) -> str | None:
+    """The preset a config is exactly equal to, if any."""
+    for name, p in PRESETS.items():
+        if p == cfg:
+            return name
+    return None
+
+
+# ---------------------------------------------------------------- validation
+
+FIELD_NAMES = tuple(f.name for f in fields(ModelConfig))
+
+
+def make_config(base: ModelConfig | None = None, **overrides: Any) -> ModelConfig:
+    """`base` with `overrides` applied, coerced and validated."""
+    base = base or ModelConfig()
+    for key in overrides:
+        if key not in FIELD_NAMES:
+            raise ConfigError(key, overrides[key], "a field of ModelConfig: " + ", ".join(FIELD_NAMES))
+    values = {k: _coerce(k, v) for k, v in overrides.items()}
+    cfg = replace(base, **values)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> ModelConfig:
+    """A config from JSON-like data (a run record, a query string); unknown keys are errors."""
+    if not isinstance(d, dict):
+        raise ConfigError("model", d, "a JSON object of ModelConfig fields")
+    return make_config(ModelConfig(), **d)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(ModelConfig)}[name]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(name, value, "true or false")
+    if kind == "int":
+        return _as_int(name, value)
+    if kind == "tuple[int, ...]":
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, value, "a comma-separated list of whole numbers, e.g. 2,2,2,2")
+        return tuple(_as_int(name, v) for v in value)
+    if not isinstance(value, str):
+        raise ConfigError(name, value, "a name (text)")
+    return value.upper() if name == "shortcut" else value.lower()
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(name, value, "a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(name, value, "a whole number")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, value, "one of " + ", ".join(allowed))
+
+
+def _check_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(name, value, f"a whole number from {lo} to {hi}")
+
+
+def final_feature_size(cfg: ModelConfig) -> int:
+    """Side of the last stage's feature map, by the same arithmetic as the convs."""
+    side = cfg.image_size
+    if cfg.stem == "imagenet":
+        side = (side + 2 * 3 - 7) // 2 + 1  # 7x7/2, pad 3
+        side = (side + 2 * 1 - 3) // 2 + 1  # 3x3/2 max-pool, pad 1
+    for _ in cfg.layers[1:]:
+        side = (side + 2 * 1 - 3) // 2 + 1  # stride-2 3x3 conv, pad 1
+    return side
+
+
+def validate(cfg: ModelConfig) -> ModelConfig:
+    """Raise ConfigError for the first thing wrong with `cfg`; return it unchanged if fine."""
+    _check_choice("block", cfg.block, BLOCKS)
+    _check_choice("stem", cfg.stem, STEMS)
+    _check_choice("shortcut", cfg.shortcut, SHORTCUTS)
+    _check_choice("activation", cfg.activation, ACTIVATIONS)
+    _check_choice("style", cfg.style, STYLES)
+    _check_choice("init", cfg.init, INITS)
+    for name in ("skip", "batchnorm", "zero_init_residual"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(name, getattr(cfg, name), "true or false")
+    if not isinstance(cfg.layers, tuple) or not 1 <= len(cfg.layers) <= MAX_STAGES:
+        raise ConfigError("layers", cfg.layers, f"1 to {MAX_STAGES} stages, e.g. 2,2,2,2")
+    for n in cfg.layers:
+        _check_range("layers", n, 1, MAX_BLOCKS_PER_STAGE)
+    if not isinstance(cfg.widths, tuple) or len(cfg.widths) != len(cfg.layers):
+        raise ConfigError("widths", cfg.widths,
+                          f"one width per stage ({len(cfg.layers)} for layers={cfg.layers})")
+    for w in cfg.widths:
+        _check_range("widths", w, 1, MAX_WIDTH)
+    _check_range("in_channels", cfg.in_channels, 1, MAX_IN_CHANNELS)
+    _check_range("num_classes", cfg.num_classes, 2, MAX_CLASSES)
+    _check_range("image_size", cfg.image_size, *IMAGE_SIZE_RANGE)
+    if final_feature_size(cfg) < 1:
+        raise ConfigError("image_size", cfg.image_size,
+                          f"large enough to survive the stem and {len(cfg.layers) - 1} stride-2 stages")
+    _check_size(cfg)
+    return cfg
+
+
+def _check_size(cfg: ModelConfig) -> None:
+    from .size import estimate  # local: size.py builds the model, which imports config
+
+    est = estimate(cfg)
+    if est.params > LIMITS.max_params:
+        raise ConfigError("model", f"{est.params:,} parameters",
+                          f"at most {LIMITS.max_params:,} (limit max_params, env RESNET_MAX_PARAMS)")
+    mb = est.forward_bytes_per_sample / 2**20
+    if mb > LIMITS.max_sample_mb:
+        raise ConfigError("model", f"{mb:,.0f} MiB of activations per image",
+                          f"at most {LIMITS.max_sample_mb:,} MiB (limit max_sample_mb, env RESNET_MAX_SAMPLE_MB)")
+
+
+PRESETS.update(_preset_table())

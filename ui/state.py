@@ -1,0 +1,107 @@
+"""Page state that survives page switches and lives in the URL.
+
+Each page declares its widgets as `Field`s. `restore(fields)` runs before the
+widgets are drawn: it seeds each widget key from, in order, the URL query
+string (validated; a bad value falls back to the default with a note), the
+copy kept from the last visit to the page, or the default. `publish(fields)`
+runs after the widgets: it keeps a copy of every value (Streamlit forgets the
+state of widgets that are not drawn) and writes them to the query string, so a
+link reproduces the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+_SHADOW = "_kept_"
+_SEEN = "_url_read_for_"
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # widget key, and the query-string name
+    default: Any  # value when nothing else says otherwise; its type is the field's type
+    options: tuple[Any, ...] | None = None  # the allowed values, for choices
+    lo: float | None = None  # inclusive bounds for numbers
+    hi: float | None = None
+    check: Callable[[Any], bool] | None = None  # extra validity test for the parsed value
+
+    def parse(self, raw: str) -> Any:
+        """The value a query-string text stands for; ValueError if it stands for none allowed."""
+        d = self.default
+        if isinstance(d, bool):
+            low = raw.lower()
+            if low in ("1", "true", "on", "yes"):
+                value: Any = True
+            elif low in ("0", "false", "off", "no"):
+                value = False
+            else:
+                raise ValueError("true or false")
+        elif isinstance(d, int):
+            value = int(raw)
+        elif isinstance(d, float):
+            value = float(raw)
+            if value != value:  # NaN
+                raise ValueError("a number")
+        elif isinstance(d, tuple):
+            value = tuple(int(v) for v in raw.split(",") if v.strip())
+        else:
+            value = raw
+        if self.options is not None and value not in self.options:
+            raise ValueError("one of " + ", ".join(map(str, self.options)))
+        if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
+            raise ValueError(f"from {self.lo} to {self.hi}")
+        if self.check is not None and not self.check(value):
+            raise ValueError("a valid value")
+        return value
+
+    def format(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return str(value)
+
+
+def restore(page: str, fields: Sequence[Field]) -> list[str]:
+    """Seed widget state for `page`; return notes about URL values that were refused."""
+    notes: list[str] = []
+    ss = st.session_state
+    first_visit_with_url = not ss.get(_SEEN + page, False)
+    ss[_SEEN + page] = True
+    params = st.query_params
+    for f in fields:
+        if first_visit_with_url and f.key in params:
+            raw = params.get(f.key, "")
+            try:
+                ss[f.key] = f.parse(raw)
+                continue
+            except (ValueError, TypeError) as e:
+                notes.append(f"URL value {f.key}={raw[:40]!r} was ignored (allowed: {e}); "
+                             f"using {f.format(f.default)!r}.")
+                ss[f.key] = f.default
+                continue
+        if f.key not in ss:
+            ss[f.key] = ss.get(_SHADOW + f.key, f.default)
+    return notes
+
+
+def publish(fields: Sequence[Field]) -> None:
+    """Keep the widget values past a page switch and write them to the URL."""
+    ss = st.session_state
+    query = {}
+    for f in fields:
+        if f.key in ss:
+            ss[_SHADOW + f.key] = ss[f.key]
+            query[f.key] = f.format(ss[f.key])
+    if dict(st.query_params) != query:
+        st.query_params.from_dict(query)
+
+
+def show_notes(notes: list[str]) -> None:
+    for n in notes:
+        st.warning(n, icon="⚠️")
