@@ -252,9 +252,6 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     _check_range("in_channels", cfg.in_channels, 1, MAX_IN_CHANNELS)
     _check_range("num_classes", cfg.num_classes, 2, MAX_CLASSES)
     _check_range("image_size", cfg.image_size, *IMAGE_SIZE_RANGE)
-    if final_feature_size(cfg) < 1:
-        raise ConfigError("image_size", cfg.image_size,
-                          f"large enough to survive the stem and {len(cfg.layers) - 1} stride-2 stages")
     _check_size(cfg)
     return cfg
 

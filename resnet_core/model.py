@@ -42,7 +42,7 @@ def act(cfg: ModelConfig) -> nn.Module:
 
 def _add_in_order(block: nn.Module, pre: bool, pairs: list[tuple[str, nn.Module]]) -> None:
     """Register (conv, norm) pairs as conv-then-norm (post) or norm-then-conv (pre)."""
-    for conv, bn in zip(pairs[0::2], pairs[1::2]):
+    for conv, bn in zip(pairs[0::2], pairs[1::2], strict=True):
         for name, module in ((bn, conv) if pre else (conv, bn)):
             block.add_module(name, module)
 
@@ -171,7 +171,7 @@ class ResNet(nn.Module):
         self.act = nn.Identity() if pre else act(cfg)
         self.maxpool = (nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
                         if cfg.stem == "imagenet" else nn.Identity())
-        for i, (planes, blocks) in enumerate(zip(cfg.widths, cfg.layers)):
+        for i, (planes, blocks) in enumerate(zip(cfg.widths, cfg.layers, strict=True)):
             stride = 1 if i == 0 else 2
             setattr(self, f"layer{i + 1}", self._make_layer(block, planes, blocks, stride))
         out_channels = cfg.widths[-1] * block.expansion

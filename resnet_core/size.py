@@ -27,7 +27,7 @@ def estimate(cfg: ModelConfig) -> SizeEstimate:
     from .model import ResNet  # model imports config, which calls this lazily
 
     with torch.device("meta"):
-        model = ResNet(cfg)
+        model = ResNet(cfg).eval()  # eval: BN on a 1-image, 1x1 map is fine
         x = torch.empty(1, cfg.in_channels, cfg.image_size, cfg.image_size)
     params = sum(p.numel() for p in model.parameters())
     total = 0

@@ -45,7 +45,7 @@ def app_server(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
     env = {**os.environ, "RESNET_RUNS_DIR": str(runs_dir), "RESNET_DATA_DIR": str(runs_dir / "data"),
            "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")  # noqa: SIM115 (closed at teardown)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
