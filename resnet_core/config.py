@@ -270,3 +270,122 @@ def _check_size(cfg: ModelConfig) -> None:
 
 
 PRESETS.update(_preset_table())
+
+
+# ---------------------------------------------------------------- training
+
+# The dataset names resnet_core.data serves; kept here so a config validates without importing torch.
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle", "cosine")
+AMP_MODES = ("auto", "off", "bf16")
+SWITCHES = ("auto", "on", "off")
+TRAIN_DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_LR = 1e6  # big enough to make a net diverge on purpose, small enough to stay a float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist-5k"  # embedded default, so a class with no network can train
+    steps: int = 600  # optimisation steps; ~15 epochs of mnist-5k at batch 128
+    batch_size: int = 128  # the batch of He et al.'s CIFAR runs
+    optimizer: str = "sgd"  # "sgd" (momentum, Nesterov optional), "adam" or "adamw"
+    lr: float = 0.1  # peak learning rate; 0.1 for SGD as in He et al., ~1e-3 for Adam
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only; a little faster to converge on short runs
+    schedule: str = "onecycle"  # "constant", "onecycle" (linear up 20%, down to 0) or "cosine"
+    weight_decay: float = 5e-4  # L2 for SGD/Adam, decoupled for AdamW
+    seed: int = 0  # seeds the initial weights, the batch order and augmentation
+    device: str = "auto"  # "auto" = CUDA, then MPS, then CPU
+    log_every: int = 1  # record metrics and gradient norms every N steps; 1 suits small nets
+    eval_every: int = 100  # test-split evaluation every N steps (0 = only at the end)
+    amp: str = "auto"  # "auto" = bf16 autocast on CUDA only; "off"; "bf16" anywhere
+    channels_last: str = "auto"  # NHWC memory format; "auto" = on for CUDA and CPU, where it is faster
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A training config from JSON-like data; unknown keys are errors, limits are not checked."""
+        if not isinstance(d, dict):
+            raise ConfigError("train", d, "a JSON object of TrainConfig fields")
+        return make_train_config(None, limits=None, **d)
+
+
+TRAIN_FIELDS = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def make_train_config(base: TrainConfig | None = None, limits: Any = LIMITS, **overrides: Any) -> TrainConfig:
+    """`base` with `overrides` coerced and validated; steps and batch checked against `limits`."""
+    base = base or TrainConfig()
+    for key in overrides:
+        if key not in TRAIN_FIELDS:
+            raise ConfigError(key, overrides[key], "a field of TrainConfig: " + ", ".join(TRAIN_FIELDS))
+    cfg = replace(base, **{k: _coerce_train(k, v) for k, v in overrides.items()})
+    return validate_train(cfg, limits)
+
+
+def _coerce_train(name: str, value: Any) -> Any:
+    kind = TRAIN_FIELDS[name]
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ConfigError(name, value, "a number")
+        try:
+            return float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, value, "a number") from None
+    if kind == "int":
+        return _as_int(name, value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        truth = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False,
+                 "no": False, "off": False}
+        if isinstance(value, str) and value.strip().lower() in truth:
+            return truth[value.strip().lower()]
+        raise ConfigError(name, value, "true or false")
+    if not isinstance(value, str):
+        raise ConfigError(name, value, "a name (text)")
+    return value.strip().lower()
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = isinstance(value, float) and (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:  # NaN fails every comparison, so it lands here too
+        raise ConfigError(name, value, f"a number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
+def validate_train(cfg: TrainConfig, limits: Any = LIMITS) -> TrainConfig:
+    """Raise ConfigError (or LimitError for a server limit) for the first thing wrong with `cfg`."""
+    _check_choice("dataset", cfg.dataset, DATASETS)
+    _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _check_choice("schedule", cfg.schedule, SCHEDULES)
+    _check_choice("device", cfg.device, TRAIN_DEVICES)
+    _check_choice("amp", cfg.amp, AMP_MODES)
+    _check_choice("channels_last", cfg.channels_last, SWITCHES)
+    _check_range("steps", cfg.steps, 1, 10**9)
+    _check_range("batch_size", cfg.batch_size, 1, 10**6)
+    _check_range("seed", cfg.seed, 0, 2**63 - 1)
+    _check_range("log_every", cfg.log_every, 1, 10**6)
+    _check_range("eval_every", cfg.eval_every, 0, 10**9)
+    _check_float("lr", cfg.lr, 0.0, MAX_LR, lo_open=True)
+    _check_float("momentum", cfg.momentum, 0.0, 0.999)
+    _check_float("weight_decay", cfg.weight_decay, 0.0, 1.0)
+    if not isinstance(cfg.nesterov, bool):
+        raise ConfigError("nesterov", cfg.nesterov, "true or false")
+    if cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0.0:
+        raise ConfigError("nesterov", True, "false when momentum is 0 (Nesterov needs momentum)")
+    if limits is not None:
+        check_train_limits(cfg, limits)
+    return cfg
+
+
+def check_train_limits(cfg: TrainConfig, limits: Any = LIMITS) -> None:
+    """Steps and batch size against the server's limits (LimitError names the limit and its variable)."""
+    from .limits import LimitError
+
+    if cfg.steps > limits.max_steps:
+        raise LimitError("max_steps", cfg.steps, limits.max_steps, " steps")
+    if cfg.batch_size > limits.max_batch_size:
+        raise LimitError("max_batch_size", cfg.batch_size, limits.max_batch_size, " images a batch")
