@@ -235,7 +235,7 @@ def _add_blocks(fig: go.Figure, blocks: list[dict[str, Any]], bx: np.ndarray, by
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     tickvals, ticktext = _log_ticks(lo, hi)
-    hover = [h + f"<br>{value_label}: {v:.3g}" for h, v in zip(hover, raw)]
+    hover = [h + f"<br>{value_label}: {v:.3g}" for h, v in zip(hover, raw, strict=True)]
     idx = np.flatnonzero(ok)
     fig.add_trace(go.Scatter(
         x=bx[idx], y=by[idx], mode="markers", text=[names[i] for i in idx], showlegend=False, name="blocks",
