@@ -166,3 +166,122 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+# ---------------------------------------------------------------- train
+
+TRAIN_FLAGS = {
+    "dataset": "--dataset", "steps": "--steps", "batch_size": "--batch-size", "optimizer": "--optimizer",
+    "lr": "--lr", "momentum": "--momentum", "nesterov": "--nesterov/--no-nesterov",
+    "schedule": "--schedule", "weight_decay": "--weight-decay", "seed": "--seed", "device": "--device",
+    "log_every": "--log-every", "eval_every": "--eval-every", "amp": "--amp", "channels_last": "--channels-last",
+}
+LIMIT_FLAGS = {"max_steps": "--steps", "max_batch_size": "--batch-size", "max_train_memory_mb": "--batch-size"}
+
+
+def _register_train(sub: Any) -> None:
+    from .config import AMP_MODES, DATASETS, OPTIMIZERS, SCHEDULES, SWITCHES, TRAIN_DEVICES
+
+    p = sub.add_parser("train", help="train a net and write a run record")
+    add_model_flags(p)
+    g = p.add_argument_group("training (defaults: TrainConfig)")
+    g.add_argument("--dataset", choices=DATASETS, help="input channels, image size and classes follow it")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--batch-size", dest="batch_size", type=int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--nesterov", dest="nesterov", action="store_const", const=True)
+    g.add_argument("--no-nesterov", dest="nesterov", action="store_const", const=False)
+    g.add_argument("--schedule", choices=SCHEDULES)
+    g.add_argument("--weight-decay", dest="weight_decay", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", choices=TRAIN_DEVICES)
+    g.add_argument("--log-every", dest="log_every", type=int)
+    g.add_argument("--eval-every", dest="eval_every", type=int)
+    g.add_argument("--amp", choices=AMP_MODES)
+    g.add_argument("--channels-last", dest="channels_last", choices=SWITCHES)
+    o = p.add_argument_group("output and limits")
+    o.add_argument("--out", metavar="DIR", help="runs folder (default $RESNET_RUNS_DIR, else ./runs)")
+    o.add_argument("--label", default="", help="a name for the run")
+    o.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
+    o.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    o.add_argument("--max-steps", dest="max_steps", type=int, help="limit; default $RESNET_MAX_STEPS")
+    o.add_argument("--max-train-memory-mb", dest="max_train_memory_mb", type=int,
+                   help="limit; default $RESNET_MAX_TRAIN_MEMORY_MB")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+    p.set_defaults(func=cmd_train)
+
+
+class _ProgressBar:
+    """tqdm on stderr, advanced by train()'s on_log rows."""
+
+    def __init__(self, steps: int, enabled: bool):
+        self.steps, self.enabled, self.test = steps, enabled, ""
+
+    def on_start(self, info: dict[str, Any]) -> None:  # not before: a missing dataset shows no empty bar
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.steps, file=sys.stderr, disable=not self.enabled, unit="step",
+                        dynamic_ncols=True)
+
+    def on_log(self, row: dict[str, Any]) -> None:
+        self.bar.set_postfix_str(f"loss {row['loss']:.3f} acc {row['accuracy']:.3f}{self.test}", refresh=False)
+        self.bar.update(row["step"] - self.bar.n)
+
+    def on_eval(self, row: dict[str, Any]) -> None:
+        self.test = f" test {row['accuracy']:.3f}"
+
+    def on_end(self, result: Any) -> None:
+        if hasattr(self, "bar"):
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import math
+
+    from . import device as devices
+    from .config import TrainConfig, make_train_config
+    from .limits import LimitError, from_env
+    from .recorder import RunWriter
+    from .train import DATASET_SHAPES, check_limits, train
+
+    dataset = args.dataset or TrainConfig.dataset
+    c, s, k = DATASET_SHAPES[dataset]
+    model_cfg = model_from_args(args, in_channels=c, image_size=s, num_classes=k)
+    values = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f, None) is not None}
+    try:
+        limits = from_env(max_steps=args.max_steps, max_train_memory_mb=args.max_train_memory_mb)
+        train_cfg = make_train_config(None, limits=limits, **values)
+        check_limits(model_cfg, train_cfg, limits)
+        dev = devices.resolve(train_cfg.device)
+    except ConfigError as e:
+        usage_error(f"{TRAIN_FLAGS.get(e.field, '--' + e.field.replace('_', '-'))}: {e}")
+    except LimitError as e:
+        usage_error(f"{LIMIT_FLAGS.get(e.limit, '--' + e.limit.replace('_', '-'))}: {e}")
+    except ValueError as e:  # an unavailable device, or a malformed RESNET_* variable
+        usage_error(f"{'--device: ' if 'device' in str(e) else ''}{e}")
+    from .data import DatasetUnavailable
+
+    writer = RunWriter(model_cfg, train_cfg, root=args.out, label=args.label)
+    bar = _ProgressBar(train_cfg.steps, not args.quiet)
+    try:
+        result = train(model_cfg, train_cfg, [writer, bar], device=dev, limits=limits, data_root=args.data_root,
+                       download=args.download, progress=lambda m: sys.stderr.write(m + "\n"))
+    except DatasetUnavailable as e:
+        sys.stderr.write(f"resnet_core: {e}\n")
+        return 1
+
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    out = {"run_dir": str(writer.run_dir), "status": result.status, "message": result.message,
+           "final_train_loss": num(result.train_loss), "final_train_accuracy": num(result.train_accuracy),
+           "test_loss": num(result.test_loss), "test_accuracy": num(result.test_accuracy), "steps": result.step,
+           "samples_per_s": num(result.samples_per_s), "seconds": result.seconds, "device": result.device}
+    emit(out, args.json, lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))
+    return 0 if result.status == "finished" else 1
+
+
+EXTRA_COMMANDS.append(_register_train)
