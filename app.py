@@ -4,17 +4,18 @@ import streamlit as st
 
 from resnet_core import device
 
-st.set_page_config(page_title="ResNet Explainer", page_icon="🧱", layout="wide")
+st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:", layout="wide")
 
 PAGES = [
-    st.Page("pages/architecture.py", title="Architecture", icon="🏗️", url_path="architecture", default=True),
-    st.Page("pages/gradient_flow.py", title="Gradient flow", icon="📉", url_path="gradient-flow"),
+    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture", default=True),
+    st.Page("pages/gradient_flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 
 page = st.navigation(PAGES)
 
 with st.sidebar:
-    st.markdown("### 🧱 ResNet Explainer")
+    st.markdown("### :material/stacks: ResNet Explainer")
     st.caption("Build residual networks, break them, watch them train.")
 
 
@@ -23,7 +24,7 @@ def _device_label() -> str:
     return device.describe()
 
 
-st.sidebar.markdown(f"**Device:** `{_device_label()}`")
+st.sidebar.markdown(f":material/memory: **Device:** `{_device_label()}`")
 st.sidebar.caption(
     "Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
     "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)"

@@ -1,0 +1,103 @@
+"""What the live pages share: the one job manager, who this browser session is, and each
+followed job's history, fetched incrementally (`job.since(cursor)`) and kept per session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from resnet_core import runs
+from resnet_core.jobs import Job, JobManager
+
+_HISTORY = "_live_history"
+
+
+@st.cache_resource
+def manager() -> JobManager:
+    """One manager per server process, shared by every browser session."""
+    return JobManager(root=runs.default_root())
+
+
+def session_owner() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
+@dataclass
+class History:
+    cursor: tuple[int, int] | None = None
+    metric_parts: list[pd.DataFrame] = field(default_factory=list)
+    grad_parts: list[pd.DataFrame] = field(default_factory=list)
+    _metrics: pd.DataFrame | None = None
+    _grads: pd.DataFrame | None = None
+
+    def pull(self, job: Job) -> None:
+        metrics, grads, self.cursor = job.since(self.cursor)
+        if len(metrics):
+            self.metric_parts.append(metrics)
+            self._metrics = None
+        if len(grads):
+            self.grad_parts.append(grads)
+            self._grads = None
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        if self._metrics is None:
+            parts = [p for p in self.metric_parts if len(p)]
+            self._metrics = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+                columns=runs.METRICS_SCHEMA.names)
+            self.metric_parts = [self._metrics]
+        return self._metrics
+
+    @property
+    def grads(self) -> pd.DataFrame:
+        if self._grads is None:
+            parts = [p for p in self.grad_parts if len(p)]
+            self._grads = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+                columns=runs.GRADS_SCHEMA.names)
+            self.grad_parts = [self._grads]
+        return self._grads
+
+
+def history(job: Job) -> History:
+    """This session's copy of `job`'s rows, brought up to date."""
+    store = st.session_state.setdefault(_HISTORY, {})
+    h = store.setdefault(job.id, History())
+    h.pull(job)
+    return h
+
+
+def block_values(grads: pd.DataFrame, kind: str, blocks: list[str], step: int | None = None) -> dict[str, float]:
+    """One magnitude per block at `step` (default: the latest) for colouring the diagram.
+
+    act_grad is measured at block outputs already; layer kinds are combined per block:
+    gradients and weight norms as the root of the sum of squares (the norm of the block's
+    parameters taken together), update ratios as the mean.
+    """
+    if grads is None or not len(grads):
+        return {}
+    sel = grads[grads["kind"] == kind]
+    if not len(sel):
+        return {}
+    at = int(sel["step"].max()) if step is None else int(sel["step"][sel["step"] <= step].max())
+    rows = sel[sel["step"] == at]
+    if kind == "act_grad":
+        return {n: float(v) for n, v in zip(rows["layer"], rows["value"], strict=True) if n in blocks}
+    out: dict[str, float] = {}
+    for b in blocks:
+        vals = rows["value"][rows["layer"].str.startswith(b + ".")].to_numpy()
+        if len(vals):
+            out[b] = float(vals.mean() if kind == "update_ratio" else np.sqrt((vals ** 2).sum()))
+    return out
+
+
+def fmt_eta(seconds: float) -> str:
+    if seconds != seconds or seconds < 0:  # NaN: no rate yet
+        return "–"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
