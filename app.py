@@ -7,7 +7,8 @@ from resnet_core import device
 st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:", layout="wide")
 
 PAGES = [
-    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture", default=True),
+    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture",
+            default=True),
     st.Page("pages/gradient_flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
