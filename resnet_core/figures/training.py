@@ -156,10 +156,10 @@ def log_ratio_heatmap(a: pd.DataFrame, b: pd.DataFrame, kind: str, layer_order: 
     ga, gb = ga[:, ia], gb[:, ib]  # (L, S) on the shared steps
     with np.errstate(divide="ignore", invalid="ignore"):
         logv = np.where((ga > 0) & (gb > 0), np.log10(ga) - np.log10(gb), np.nan)
-    one_zero = ((ga == 0) & (gb >= 0)) | ((gb == 0) & (ga >= 0))  # ratio 0 or infinite: drawn grey
+    one_zero = ((ga == 0) & (gb >= 0)) | ((gb == 0) & (ga >= 0))  # ratio 0, infinite or 0/0: grey
     label = f"{KIND_LABELS[kind]} {names[0]} / {names[1]}"
     return _heatmap(logv, one_zero, common, list(layer_order), max_columns, zrange, cursor_step,
-                    label, RATIO_SCALE, "0 in one run", ratio=True)
+                    label, RATIO_SCALE, "0 in a run: no ratio", ratio=True)
 
 
 def shared_zrange(*frames: pd.DataFrame, kind: str) -> tuple[float, float] | None:
