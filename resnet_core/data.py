@@ -135,7 +135,7 @@ def load(name: str = DEFAULT, device: torch.device | str = "cpu", root: str | os
          max_download_mb: int | None = None) -> TensorDataset:
     """`name` on `device`; raw uint8 tensors are cached per (name, root), so a reload only re-normalises."""
     _check_name(name)
-    key = (name, "" if name == DEFAULT else str(data_root(root)))
+    key = (name, "" if name == DEFAULT else os.path.abspath(data_root(root)))
     with _locks_guard:
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # one reader per key: two sessions must not download into one folder at once
