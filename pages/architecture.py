@@ -59,7 +59,7 @@ def flops_text(flops: int) -> str:
 
 
 notes = state.restore(PAGE, FIELDS)
-st.title("🏗️ Architecture")
+st.title("Architecture")
 st.caption("Pick a ResNet or build your own in the sidebar. Every number below is measured on the "
            "PyTorch module the app trains: shapes by forward hooks, FLOPs by `torch.utils.flop_counter`.")
 state.show_notes(notes)

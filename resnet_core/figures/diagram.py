@@ -185,7 +185,12 @@ def architecture_figure(
                                line=dict(width=0), fillcolor=BAND_FILL[int(stage[5:]) % 2]))
             lx.append(x0 + 0.04)
             ly.append(by[k] - 0.36)
-            lt.append(f"<b>{stage}</b> · {srow['kind']}" if first_in_stage else f"<b>{stage}</b> (cont.)")
+            # A one-block band that another band follows on the same row has room for the name only.
+            roomy = len(members) > 1 or bx[members[-1]] == bx[by == by[k]][-1]
+            if not roomy:
+                lt.append(f"<b>{stage}</b>")
+            else:
+                lt.append(f"<b>{stage}</b> · {srow['kind']}" if first_in_stage else f"<b>{stage}</b> (cont.)")
             lp.append("middle right")
         prev_stage = stage
     fig.add_trace(go.Scatter(x=lx, y=ly, mode="text", text=lt, textposition=lp, hoverinfo="skip",

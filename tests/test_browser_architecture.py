@@ -1,0 +1,74 @@
+"""The Architecture page in real headless Chromium: widgets redraw the diagram; screenshots for review."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import screenshot, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+TITLE_JS = "document.querySelector('[data-testid=\"stPlotlyChart\"] .gtitle')"
+
+
+def chart_title(tab) -> str:
+    return tab.evaluate(f"() => {TITLE_JS} ? {TITLE_JS}.textContent : ''")
+
+
+def chart_svg(tab) -> str:
+    return tab.locator('[data-testid="stPlotlyChart"] .main-svg').first.inner_html()
+
+
+def wait_for_title(tab, prefix: str) -> None:
+    tab.wait_for_function(f"() => {TITLE_JS} && {TITLE_JS}.textContent.startsWith({prefix!r})",
+                          timeout=60_000)
+    wait_for_app(tab)
+
+
+def open_architecture(tab, query: str = "") -> None:
+    tab.goto(f"{tab.base_url}/architecture{query}")
+    wait_for_app(tab)
+    tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=60_000)
+
+
+def metric(tab, label: str) -> str:
+    box = tab.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_skip_toggle_redraws_the_diagram(page):
+    open_architecture(page)
+    assert chart_title(page).startswith("ResNet-20: 1 + 18 + 1 = 20 layers")
+    before = chart_svg(page)
+    assert before.count("zero-pad") >= 2  # the two option A shortcuts are labelled on the figure
+    screenshot(page, "architecture_resnet20")
+
+    page.locator('[data-testid="stSidebar"]').get_by_text("Skip connections").click()
+    wait_for_title(page, "Plain-20")
+    after = chart_svg(page)
+    assert after != before and "zero-pad" not in after
+    assert metric(page, "Parameters") == "269,722"  # option A: the plain twin has the same weights
+    assert "arch_skip=0" in page.url  # the link reproduces the net
+    screenshot(page, "architecture_plain20")
+
+
+def test_preset_choice_and_deep_net(page):
+    open_architecture(page)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="ResNet-152 (ImageNet)").click()
+    wait_for_title(page, "ResNet-152")
+    assert metric(page, "Parameters") == "60,192,808"
+    svg = chart_svg(page)
+    assert "1x1 conv, /2" in svg and "layer3" in svg
+    screenshot(page, "architecture_resnet152")
+
+
+def test_link_opens_the_net_and_compare(page):
+    open_architecture(page, "?arch_preset=resnet18&arch_compare_plain=1")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stPlotlyChart\"]').length == 2",
+                           timeout=60_000)
+    titles = page.evaluate("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle')]"
+                           ".map(e => e.textContent)")
+    assert titles[0].startswith("ResNet-18") and titles[1].startswith("Plain-18")
+    assert metric(page, "Parameters (residual)") == "11,689,512"
+    screenshot(page, "architecture_compare_resnet18")
