@@ -1,0 +1,56 @@
+"""Small nets and a synthetic in-memory dataset for the training, run-record and job tests.
+
+Everything here is tiny on purpose: the tests share two CPU cores with everyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from resnet_core.config import ModelConfig, make_config, make_train_config
+from resnet_core.data import TensorDataset
+
+
+def tiny_model(**overrides) -> ModelConfig:
+    """Three one-block stages of 4/8/8 channels on 1x8x8 images, 4 classes."""
+    base = ModelConfig(layers=(1, 1, 1), widths=(4, 8, 8), in_channels=1, image_size=8, num_classes=4)
+    return make_config(base, **overrides)
+
+
+def mnist_tiny(**overrides) -> ModelConfig:
+    """The same tiny net on mnist-5k's 1x28x28 digits, 10 classes."""
+    return tiny_model(image_size=28, num_classes=10, **overrides)
+
+
+def tiny_train(**overrides):
+    values = {"steps": 20, "batch_size": 32, "device": "cpu", "eval_every": 0, "lr": 0.05}
+    return make_train_config(**{**values, **overrides})
+
+
+def synthetic(n_train: int = 256, n_test: int = 64, size: int = 8, classes: int = 4, seed: int = 0) -> TensorDataset:
+    """Each class is a fixed random pattern plus noise: learnable in a few dozen steps."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.randn(classes, 1, size, size, generator=g)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=g)
+        return patterns[y] + 0.5 * torch.randn(n, 1, size, size, generator=g), y  # (N, 1, S, S), (N,)
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    return TensorDataset("synthetic", xtr, ytr, xte, yte, 1, size, classes, tuple(map(str, range(classes))),
+                         (0.0,), (1.0,))
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Intra-op threads = 1. On two cores shared by several busy processes, OpenMP's spinning
+    threads made a tiny BatchNorm 30-50x slower than one thread (measured); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
