@@ -1,0 +1,108 @@
+"""The Train page through AppTest: start a small run, watch metrics arrive, pause, stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ui import live
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
+    live.manager.clear()  # a fresh JobManager writing under this test's runs folder
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    yield at
+    live.manager().shutdown()
+    live.manager.clear()
+
+
+def small_run(at: AppTest, steps: int = 40) -> None:
+    at.number_input(key="tr_steps").set_value(steps)
+    at.number_input(key="tr_batch_size").set_value(16)
+    at.run()
+
+
+def wait_until(at: AppTest, predicate, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        at.run()
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not reached in time")
+
+
+def current_job():
+    jobs = live.manager().jobs()
+    assert len(jobs) == 1
+    return jobs[0]
+
+
+def test_start_watch_metrics_appear_then_stop(app):
+    small_run(app, steps=400)
+    assert not app.exception
+    assert "Press **Start**" in app.info[0].value
+    app.button(key="tr_start").click().run()
+    assert not app.exception
+    job = current_job()
+    assert app.session_state["tr_job"] == job.id
+    assert app.query_params["tr_job"] in (job.id, [job.id])  # the URL reattaches a reload or another tab
+    wait_until(app, lambda: len(app.session_state["_live_history"][job.id].metrics) >= 3)
+    charts = [c for c in app.get("plotly_chart")]
+    assert len(charts) == 3  # curves, heatmap, diagram
+    history = app.session_state["_live_history"][job.id]
+    assert len(history.metrics) >= 3 and (history.metrics["split"] == "train").all()
+    assert set(history.grads["kind"]) == {"weight_grad", "weight_norm", "update_ratio", "act_grad"}
+
+    app.button(key="tr_pause").click().run()
+    assert job.state == "paused"
+    step = job.step
+    time.sleep(1.0)
+    assert job.step <= step + 1  # paused within a step
+    app.button(key="tr_resume").click().run()
+    assert job.state == "running"
+
+    app.button(key="tr_stop").click().run()
+    deadline = time.time() + 5
+    while not job.done and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.state == "stopped"
+    app.run()
+    assert not app.exception
+    assert any("**stopped**" in m.value for m in app.markdown)
+    assert app.get("dataframe")  # the runs table lists the stopped run
+
+
+def test_bad_url_values_fall_back_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["tr_steps"] = "-5"
+    at.query_params["tr_dataset"] = "imagenet"
+    at.query_params["tr_job"] = "../../etc"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    notes = " ".join(w.value for w in at.warning)
+    assert "tr_steps" in notes and "tr_dataset" in notes and "tr_job" in notes
+    assert at.number_input(key="tr_steps").value == 300
+    assert at.selectbox(key="tr_dataset").value == "mnist-5k"
+
+
+def test_a_refused_request_says_which_limit(app, monkeypatch):
+    from resnet_core import limits
+
+    tight = limits.from_env({"RESNET_MAX_TRAIN_MEMORY_MB": "1"})
+    live.manager().limits = tight
+    app.button(key="tr_start").click().run()
+    assert not app.exception
+    assert "max_train_memory_mb" in app.error[0].value
+    assert live.manager().jobs() == []

@@ -1,0 +1,56 @@
+"""The Train page in real headless Chromium: start, watch it fill, pause, resume, stop."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import screenshot, wait_for_app
+
+pytestmark = pytest.mark.browser
+
+HEATMAP = ".st-key-tr_heatmap"
+CURVES = ".st-key-tr_curves"
+
+
+def step_shown(tab) -> int:
+    text = tab.locator("text=/\\d+ \\/ \\d+/").first.inner_text()
+    return int(re.match(r"\s*([\d,]+)", text).group(1).replace(",", ""))
+
+
+def test_train_page_start_pause_resume_stop(page):
+    tab = page
+    tab.goto(tab.base_url + "/train?tr_steps=150&tr_batch_size=32")
+    wait_for_app(tab)
+    assert tab.get_by_text("Press Start to train").count() == 1
+    tab.get_by_role("button", name="Start").click()
+
+    # the heatmap has drawn real cells and the curves have a line
+    tab.wait_for_selector(f"{HEATMAP} .heatmaplayer image", timeout=60_000)
+    tab.wait_for_selector(f"{CURVES} .scatterlayer .trace path.js-line", timeout=60_000)
+    assert "tr_job=" in tab.url  # the link reattaches to this run
+    screenshot(tab, "train-running")
+
+    tab.get_by_role("button", name="Pause").click()
+    tab.wait_for_selector("text=paused", timeout=10_000)
+    first = step_shown(tab)
+    tab.wait_for_timeout(1500)
+    assert step_shown(tab) <= first + 1
+    screenshot(tab, "train-paused")
+
+    tab.get_by_role("button", name="Resume").click()
+    tab.wait_for_function(f"() => document.body.innerText.match(/(\\d+) \\/ 150/) && "
+                          f"+document.body.innerText.match(/(\\d+) \\/ 150/)[1] > {first + 1}", timeout=30_000)
+
+    # a reload in a new tab of the same URL finds the running job again
+    other = tab.context.new_page()
+    other.goto(tab.url)
+    wait_for_app(other)
+    other.wait_for_selector(f"{HEATMAP} .heatmaplayer image", timeout=30_000)
+    other.close()
+
+    tab.get_by_role("button", name="Stop").click()
+    tab.wait_for_selector("text=stopped", timeout=10_000)
+    screenshot(tab, "train-stopped")
+    assert tab.locator('[data-testid="stDataFrame"]').count() >= 1  # the runs table lists it
