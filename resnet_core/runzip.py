@@ -91,7 +91,7 @@ def _check_names(infos: list[zipfile.ZipInfo], limit: int) -> tuple[str, dict[st
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise ImportRefused(f"member {shown!r} is a symbolic link; links are refused")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no type recorded (Windows zips)
             raise ImportRefused(f"member {shown!r} is not a plain file; refused")
         if info.flag_bits & 0x1:
             raise ImportRefused(f"member {shown!r} is encrypted; refused")

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train
 
 from resnet_core import data
 from resnet_core.config import DATASETS, ConfigError, TrainConfig, make_train_config, preset
 from resnet_core.limits import LimitError, from_env
 from resnet_core.model import ResNet
 from resnet_core.train import DATASET_SHAPES, lr_at, model_for_dataset, train
+from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train
 
 
 @pytest.fixture(autouse=True, scope="module")
