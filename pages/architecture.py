@@ -10,7 +10,7 @@ from resnet_core.anatomy import describe
 from resnet_core.config import ModelConfig
 from resnet_core.figures.diagram import architecture_figure
 from ui import state
-from ui.controls import model_controls, model_fields
+from ui.controls import config_error, model_controls, model_fields
 
 PAGE, P = "architecture", "arch_"
 LEVELS = {"stage": "stages", "block": "blocks", "layer": "every layer"}
@@ -66,7 +66,7 @@ state.show_notes(notes)
 cfg = model_controls(P)
 if cfg is None:
     state.publish(FIELDS)
-    st.info("Fix the model settings in the sidebar to see the net.", icon="👈")
+    st.error(f"{config_error(P)} Change the settings in the sidebar to see the net.")
     st.stop()
 
 s = summary(cfg)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import screenshot, wait_for_app
 
 pytestmark = pytest.mark.browser
@@ -25,10 +24,14 @@ def wait_for_title(tab, prefix: str) -> None:
     wait_for_app(tab)
 
 
-def open_architecture(tab, query: str = "") -> None:
-    tab.goto(f"{tab.base_url}/architecture{query}")
+def open_architecture(tab, query: str = "", chart: bool = True) -> None:
+    # The root URL, where Architecture is the default page: on a fresh server, a first visit
+    # straight to /architecture would run the page under Streamlit's old pages/-folder mode,
+    # without app.py's frame.
+    tab.goto(f"{tab.base_url}/{query}")
     wait_for_app(tab)
-    tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=60_000)
+    if chart:
+        tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=60_000)
 
 
 def metric(tab, label: str) -> str:
@@ -72,3 +75,17 @@ def test_link_opens_the_net_and_compare(page):
     assert titles[0].startswith("ResNet-18") and titles[1].startswith("Plain-18")
     assert metric(page, "Parameters (residual)") == "11,689,512"
     screenshot(page, "architecture_compare_resnet18")
+
+
+def test_a_bad_custom_net_shows_the_reason_not_a_traceback(page):
+    open_architecture(page, "?arch_preset=custom&arch_layout=blocks&arch_layers=2,2,2&arch_widths=16,32",
+                      chart=False)
+    page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
+    error = page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+    assert "one width per stage" in error
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+    screenshot(page, "architecture_custom_error")
+    page.locator('[data-testid="stSidebar"] input[aria-label="Widths per stage"]').fill("16,32,64")
+    page.keyboard.press("Enter")
+    wait_for_title(page, "custom residual net: 1 + 12 + 1 = 14")
+    screenshot(page, "architecture_custom_blocks")

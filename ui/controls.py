@@ -151,6 +151,11 @@ def _apply_layout(prefix: str) -> None:
 # ---------------------------------------------------------------- widgets
 
 
+def config_error(prefix: str) -> str | None:
+    """Why the last `model_controls(prefix)` returned None (for the page to repeat in its main area)."""
+    return st.session_state.get(prefix + "_error")
+
+
 def model_controls(prefix: str, *, container: Any = None, default_preset: str = "resnet20",
                    fixed: Mapping[str, Any] | None = None) -> ModelConfig | None:
     """Draw the model widgets into `container` (the sidebar by default); the ModelConfig, or None.
@@ -205,8 +210,10 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
         try:
             cfg = config_from_values(values)
         except ConfigError as e:
-            st.error(f"This net cannot be built: {e}", icon="🚫")
+            ss[p + "_error"] = f"This net cannot be built: {e}"
+            st.error(ss[p + "_error"], icon="🚫")
             return None
+        ss[p + "_error"] = None
         same = preset_name(cfg)
         if same and same != values["preset"]:
             st.caption(f"This is exactly **{same}**.")
