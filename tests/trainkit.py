@@ -22,7 +22,7 @@ def tiny_model(**overrides) -> ModelConfig:
 
 def mnist_tiny(**overrides) -> ModelConfig:
     """The same tiny net on mnist-5k's 1x28x28 digits, 10 classes."""
-    return tiny_model(image_size=28, num_classes=10, **overrides)
+    return tiny_model(**{"image_size": 28, "num_classes": 10, **overrides})
 
 
 def tiny_train(**overrides):

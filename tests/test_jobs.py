@@ -1,0 +1,179 @@
+"""The job manager: pause/resume/stop within a second, queueing, divergence, OOM, the idle rule, since()."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from resnet_core import runs
+from resnet_core.jobs import JobManager
+from resnet_core.limits import LimitError, from_env
+from resnet_core.model import ResNet
+from tests.trainkit import mnist_tiny, one_thread, tiny_train
+
+LONG = 20_000  # steps: a job that runs until the test stops it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture
+def manager(tmp_path):
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, idle_s=600)
+    yield m
+    m.shutdown(timeout=10)
+
+
+def wait(predicate, timeout: float = 30.0, every: float = 0.02) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(every)
+    return time.monotonic() - t0
+
+
+def submit(m: JobManager, owner: str = "a", **train) -> str:
+    return m.submit(mnist_tiny(), tiny_train(**{"steps": LONG, "batch_size": 16, **train}), owner=owner)
+
+
+def test_pause_resume_stop_act_within_a_second(manager):
+    job = manager.get(submit(manager))
+    wait(lambda: job.step >= 3)
+    job.pause()
+    assert job.state == "paused"
+    time.sleep(0.5)
+    frozen = job.step
+    time.sleep(0.5)
+    assert job.step == frozen  # nothing trains while paused
+    job.resume()
+    assert wait(lambda: job.step > frozen) < 1.0
+    job.pause()
+    time.sleep(0.3)
+    job.stop()  # a stop reaches a paused job too
+    assert wait(lambda: job.state == "stopped") < 1.0
+    job.thread.join(2)
+    assert not job.thread.is_alive()
+    rec = runs.load_run(job.run_dir)
+    assert rec.status == "stopped" and rec.damaged is None and len(rec.metrics) > 0
+
+
+def test_jobs_beyond_k_queue_and_know_their_place(manager):
+    ids = [submit(manager, owner=o) for o in ("a", "b", "c")]
+    first, second, third = (manager.get(i) for i in ids)
+    wait(lambda: first.state == "running" and first.step > 0)
+    assert [j.snapshot()["state"] for j in (second, third)] == ["queued", "queued"]
+    assert (second.snapshot()["queue_place"], third.snapshot()["queue_place"]) == (1, 2)
+    assert first.snapshot()["queue_place"] is None
+    first.stop()
+    wait(lambda: second.state == "running")
+    assert third.snapshot()["queue_place"] == 1
+    third.stop()  # stopping a queued job takes it out of the queue at once
+    assert third.state == "stopped" and manager.queue_place(third) is None
+    second.stop()
+    wait(lambda: second.done)
+
+
+def test_queue_limits_refuse_with_the_limit_named(tmp_path):
+    m = JobManager(root=tmp_path, limits=from_env({}, max_queued_per_session=1, max_queued_total=2), max_running=1)
+    try:
+        submit(m, "a")  # runs
+        submit(m, "a")  # waits
+        with pytest.raises(LimitError, match="max_queued_per_session.*RESNET_MAX_QUEUED_PER_SESSION"):
+            submit(m, "a")
+        submit(m, "b")
+        with pytest.raises(LimitError, match="max_queued_total.*RESNET_MAX_QUEUED_TOTAL"):
+            submit(m, "c")
+    finally:
+        m.shutdown()
+
+
+def test_divergence_is_reported_and_the_next_job_still_finishes(manager):
+    bad = manager.get(submit(manager, lr=1e6, steps=200))
+    good = manager.get(submit(manager, steps=5))
+    wait(lambda: good.done)
+    assert bad.state == "diverged" and "diverged at step" in bad.message
+    assert good.state == "finished", good.message
+    assert runs.load_run(bad.run_dir).status == "diverged"
+
+
+def test_out_of_memory_fails_one_job_and_the_next_runs(manager, monkeypatch):
+    forward = ResNet.forward
+
+    def maybe_oom(self, x):
+        if self.cfg.num_classes == 11 and x.device.type != "meta":  # that job only; size estimates run on meta
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(ResNet, "forward", maybe_oom)
+    oom = manager.get(manager.submit(mnist_tiny(num_classes=11), tiny_train(steps=5, batch_size=16), owner="a"))
+    good = manager.get(submit(manager, steps=5))
+    wait(lambda: good.done)
+    assert oom.state == "failed" and "out of memory" in oom.message
+    assert good.state == "finished"
+
+
+def test_a_job_nobody_polls_is_stopped_and_its_thread_ends(tmp_path):
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, idle_s=0.5)
+    try:
+        job = m.get(submit(m))
+        waited = wait(lambda: job.done, timeout=10)
+        assert job.state == "stopped" and "nobody looked" in job.message and waited < 3
+        job.thread.join(2)
+        assert not job.thread.is_alive()
+    finally:
+        m.shutdown()
+
+
+def test_since_returns_only_new_rows(manager):
+    job = manager.get(submit(manager, steps=40, log_every=1, eval_every=20))
+    seen_m, seen_g, cursor, calls = [], [], None, 0
+    while not job.done or calls == 0:
+        m, g, cursor = job.since(cursor)
+        seen_m.append(m)
+        seen_g.append(g)
+        calls += 1
+        time.sleep(0.01)
+    m, g, cursor = job.since(cursor)
+    seen_m.append(m)
+    seen_g.append(g)
+    assert job.state == "finished"
+    metrics = pd.concat(seen_m, ignore_index=True)
+    grads = pd.concat([g for g in seen_g if len(g)], ignore_index=True)
+    assert metrics[metrics.split == "train"]["step"].tolist() == list(range(1, 41))
+    assert metrics[metrics.split == "test"]["step"].tolist() == [20, 40]
+    assert grads.groupby("step").size().nunique() == 1 and grads["step"].nunique() == 40
+    again_m, again_g, same = job.since(cursor)
+    assert len(again_m) == len(again_g) == 0 and same == cursor
+    rec = runs.load_run(job.run_dir)  # the record on disk holds the same rows
+    pd.testing.assert_frame_equal(rec.metrics, metrics, check_dtype=False)
+    snap = job.snapshot()
+    assert snap["state"] == "finished" and snap["step"] == 40 and snap["run_dir"] == job.run_dir
+
+
+def test_a_failing_job_does_not_stop_the_manager(manager, tmp_path):
+    missing = manager.submit(mnist_tiny(in_channels=3, image_size=32), tiny_train(dataset="cifar10", steps=3),
+                             owner="a", data_root=str(tmp_path / "no-data"))
+    job = manager.get(missing)
+    good = manager.get(submit(manager, steps=3))
+    wait(lambda: good.done)
+    assert job.state == "failed"
+    assert job.message.startswith("CIFAR-10 is not available") and "mnist-5k" in job.message
+    assert good.state == "finished"
+
+
+def test_shutdown_stops_everything(tmp_path):
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1)
+    jobs = [m.get(submit(m, o)) for o in ("a", "b")]
+    wait(lambda: jobs[0].step > 0)
+    m.shutdown(timeout=5)
+    assert all(j.state == "stopped" for j in jobs)
+    assert not jobs[0].thread.is_alive()
+    with pytest.raises(RuntimeError):
+        submit(m)
