@@ -11,6 +11,7 @@ PAGES = [
             default=True),
     st.Page("pages/gradient_flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ]
 
 page = st.navigation(PAGES)
