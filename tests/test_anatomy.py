@@ -162,3 +162,36 @@ def test_describe_leaves_no_hooks_behind():
     describe(cfg)
     assert not nn.modules.module._global_forward_hooks
     assert not nn.modules.module._global_forward_pre_hooks
+
+
+def test_a_training_thread_running_meanwhile_changes_nothing():
+    """The counter's module tracking is process-wide; our attribution must not see other threads."""
+    import threading
+
+    cfgs = [preset("resnet20"), preset("resnet18", image_size=64)]
+    describe.cache_clear()
+    serial = [describe(c).to_dict() for c in cfgs]
+    stop, errors = threading.Event(), []
+
+    def train() -> None:
+        model = ResNet(preset("resnet20"))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        try:
+            while not stop.is_set():
+                loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        except Exception as e:  # noqa: BLE001 - any failure in the thread fails the test
+            errors.append(e)
+
+    t = threading.Thread(target=train, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            describe.cache_clear()
+            assert [describe(c).to_dict() for c in cfgs] == serial
+    finally:
+        stop.set()
+        t.join(30)
+    assert not errors
