@@ -160,8 +160,8 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
                    fixed: Mapping[str, Any] | None = None) -> ModelConfig | None:
     """Draw the model widgets into `container` (the sidebar by default); the ModelConfig, or None.
 
-    `fixed` pins fields that something else decides (e.g. a dataset's in_channels,
-    image_size and num_classes): their widgets are not drawn.
+    `fixed` pins in_channels, image_size and num_classes when something else decides them
+    (a dataset): their widgets are not drawn and the values override the fields.
     """
     ss, p = st.session_state, prefix
     fixed = dict(fixed or {})
