@@ -27,7 +27,7 @@ from . import device as devices
 from .config import ModelConfig, TrainConfig
 from .limits import LIMITS, LimitError
 from .recorder import RunWriter
-from .runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA
+from .runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, load_run
 from .train import TrainResult, check_limits, train
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,24 @@ class Job:
         self._running = threading.Event()  # cleared while paused
         self._running.set()
         self._stop_reason = ""
+        self._released = False  # history dropped from memory, read from the record
 
     # ------------------------------------------------------------ what pages call
 
     def since(self, cursor: tuple[int, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, tuple[int, int]]:
-        """Metrics and grads rows added after `cursor` (None: from the start), and the next cursor."""
+        """Metrics and grads rows added after `cursor` (None: from the start), and the next cursor.
+
+        The cursor counts metrics rows and logged steps. Once a finished job's history has been
+        released from memory (see JobManager.keep_history) the rows come from its record instead.
+        """
         self.touch()
         m0, g0 = cursor or (0, 0)
         with self._lock:
+            on_disk = self._released
             rows, grads = self._rows[m0:], self._grads[g0:]
-            new = (m0 + len(rows), g0 + len(grads))
+        if on_disk:
+            return self._since_record(m0, g0)
+        new = (m0 + len(rows), g0 + len(grads))
         metrics = pd.DataFrame(rows, columns=METRICS_SCHEMA.names)
         if not grads:
             return metrics, GRADS_SCHEMA.empty_table().to_pandas(), new
@@ -81,6 +89,20 @@ class Job:
             "value": np.concatenate([v for _, v in grads]).astype(np.float64),
         })
         return metrics, frame, new
+
+    def _since_record(self, m0: int, g0: int) -> tuple[pd.DataFrame, pd.DataFrame, tuple[int, int]]:
+        rec = load_run(self.run_dir)
+        metrics = rec.metrics if rec.metrics is not None else METRICS_SCHEMA.empty_table().to_pandas()
+        grads = rec.grads if rec.grads is not None else GRADS_SCHEMA.empty_table().to_pandas()
+        steps = grads["step"].unique()  # logged steps, in the order they were written
+        new_grads = grads[grads["step"].isin(steps[g0:])].reset_index(drop=True)
+        return metrics.iloc[m0:].reset_index(drop=True), new_grads, (len(metrics), len(steps))
+
+    def release_history(self) -> None:
+        """Drop the in-memory rows of a finished job with a record; since() then reads the record."""
+        with self._lock:
+            if self.done and self.run_dir and self.writer is not None and self.writer.started:
+                self._rows, self._grads, self._released = [], [], True
 
     def snapshot(self, touch: bool = True) -> dict[str, Any]:
         """Cheap status for a page; `touch=False` for listings that must not keep a job alive."""
@@ -170,11 +192,12 @@ class JobManager:
     """Process-wide: submit, find, control and list jobs; see the module docstring."""
 
     def __init__(self, root: str | Path | None = None, limits: Any = LIMITS, max_running: int | None = None,
-                 idle_s: float = 600.0, keep_finished: int = 100):
+                 idle_s: float = 600.0, keep_finished: int = 100, keep_history: int = 8):
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.root, self.limits, self.idle_s, self.keep_finished = root, limits, idle_s, keep_finished
+        self.keep_history = keep_history  # finished jobs whose rows stay in memory; older ones read from disk
         self.max_running = max_running or limits.max_running_jobs or max(1, gpus)
         self._free_gpus = list(range(gpus))
         self._jobs: dict[str, Job] = {}
@@ -245,6 +268,9 @@ class JobManager:
         with self._lock:
             while self._queue and len(self._running) < self.max_running and not self._closed:
                 job = self._queue.pop(0)
+                if job._idle():  # its page closed while it waited: never start it
+                    job.state, job.message = "stopped", f"stopped while queued: {job._stop_reason}"
+                    continue
                 gpu = self._free_gpus.pop(0) if self._free_gpus and job.train_cfg.device in ("auto", "cuda") else None
                 job.state = "running"
                 self._running.add(job)
@@ -275,7 +301,9 @@ class JobManager:
                 self._schedule()
 
     def _evict(self) -> None:
-        """Forget the oldest finished jobs beyond keep_finished; their records stay on disk."""
+        """Bound memory: older finished jobs read their history from disk, the oldest are forgotten."""
         done = [j for j in self._jobs.values() if j.done and j not in self._running]
+        for job in done[: max(0, len(done) - self.keep_history)]:
+            job.release_history()
         for job in done[: max(0, len(done) - self.keep_finished)]:
             del self._jobs[job.id]

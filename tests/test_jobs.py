@@ -177,3 +177,18 @@ def test_shutdown_stops_everything(tmp_path):
     assert not jobs[0].thread.is_alive()
     with pytest.raises(RuntimeError):
         submit(m)
+
+
+def test_old_finished_jobs_read_their_history_from_the_record(tmp_path):
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, keep_history=0)
+    try:
+        job = m.get(submit(m, steps=6, eval_every=3))
+        job.thread.join(30)
+        assert job.state == "finished" and job._released and job._rows == []
+        metrics, grads, cursor = job.since()
+        assert metrics["step"].tolist() == [1, 2, 3, 3, 4, 5, 6, 6] and grads["step"].nunique() == 6
+        assert cursor == (8, 6)
+        tail_m, tail_g, _ = job.since((5, 4))  # a page that had seen part of it gets the rest
+        assert tail_m["step"].tolist() == [5, 6, 6] and sorted(tail_g["step"].unique()) == [5, 6]
+    finally:
+        m.shutdown()
