@@ -146,6 +146,8 @@ class Job:
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.layers, self.blocks, self.device = list(info["layers"]), list(info["blocks"]), str(info["device"])
+        if self.writer is not None and self.writer.started:  # the folder exists from now on
+            self.run_dir = str(self.writer.run_dir)
 
     def on_log(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -281,7 +283,6 @@ class JobManager:
         try:
             dev = f"cuda:{gpu}" if gpu is not None else None
             job.writer = RunWriter(job.model_cfg, job.train_cfg, root=self.root, label=job.label)
-            job.run_dir = str(job.writer.run_dir)
             train(job.model_cfg, job.train_cfg, [job.writer, job], device=dev, limits=self.limits,
                   data_root=job.options["data_root"], download=job.options["download"])
         except BaseException as e:  # one job's failure must never take the manager or other jobs down

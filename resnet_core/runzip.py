@@ -106,6 +106,9 @@ def _check_names(infos: list[zipfile.ZipInfo], limit: int) -> tuple[str, dict[st
             tops.add(parts[0])
         if not MEMBER_RE.match(parts[-1]):
             raise ImportRefused(f"member {shown!r} is not part of a run record, which holds only {ALLOWED}")
+        if parts[-1] == "config.json" and info.file_size > runs.MAX_CONFIG_BYTES:
+            raise ImportRefused(f"config.json is {info.file_size:,} bytes; a record's is at most "
+                                f"{runs.MAX_CONFIG_BYTES:,}")
         if parts[-1] in members:
             raise ImportRefused(f"member {parts[-1]!r} appears twice")
         total += info.file_size
