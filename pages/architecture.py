@@ -52,10 +52,11 @@ def table(cfg: ModelConfig, level: str) -> pd.DataFrame:
 
 
 def flops_text(flops: int) -> str:
-    for unit, scale in (("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+    """Short enough for a metric tile: 81.1 M, 8.18 G."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if flops >= scale:
-            return f"{flops / scale:,.2f} {unit}"
-    return f"{flops} FLOPs"
+            return f"{flops / scale:.3g} {unit}"
+    return str(flops)
 
 
 notes = state.restore(PAGE, FIELDS)

@@ -47,7 +47,7 @@ def test_default_is_resnet20():
     at = open_page()
     m = metrics(at)
     assert m["Parameters"] == "269,722" and m["Layers"] == "20" and m["Blocks"] == "9"
-    assert m["FLOPs per image"] == "81.10 MFLOPs"
+    assert m["FLOPs per image"] == "81.1 M"
     assert "1 + 18 + 1 = 20" in " ".join(md.value for md in at.markdown)
     (fig,) = charts(at)
     assert fig["layout"]["title"]["text"].startswith("ResNet-20: 1 + 18 + 1 = 20")
