@@ -292,7 +292,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (momentum, Nesterov optional), "adam" or "adamw"
     lr: float = 0.1  # peak learning rate; 0.1 for SGD as in He et al., ~1e-3 for Adam
     momentum: float = 0.9  # SGD only
-    nesterov: bool = True  # SGD only; a little faster to converge on short runs
+    nesterov: bool = True  # SGD only, and only with momentum > 0; converges a little faster on short runs
     schedule: str = "onecycle"  # "constant", "onecycle" (linear up 20%, down to 0) or "cosine"
     weight_decay: float = 5e-4  # L2 for SGD/Adam, decoupled for AdamW
     seed: int = 0  # seeds the initial weights, the batch order and augmentation
@@ -374,8 +374,6 @@ def validate_train(cfg: TrainConfig, limits: Any = LIMITS) -> TrainConfig:
     _check_float("weight_decay", cfg.weight_decay, 0.0, 1.0)
     if not isinstance(cfg.nesterov, bool):
         raise ConfigError("nesterov", cfg.nesterov, "true or false")
-    if cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0.0:
-        raise ConfigError("nesterov", True, "false when momentum is 0 (Nesterov needs momentum)")
     if limits is not None:
         check_train_limits(cfg, limits)
     return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resnet_core import recorder, runs
 from resnet_core.limits import from_env
@@ -210,3 +213,14 @@ def test_size_and_member_limits(tmp_path, record_files):
     with pytest.raises(ImportRefused, match="members"):
         import_zip(make_zip({**record_files, **many}), dst)
     assert not dst.exists()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000), st.sampled_from(["config.json", "metrics.parquet", "grads-00001.parquet",
+                                                  "../x", "a/b/c", "metrics.pkl"]))
+def test_random_uploads_are_refused_never_raised_otherwise(tmp_path_factory, blob, name):
+    dst = tmp_path_factory.mktemp("fuzz")
+    for upload in (blob, make_zip({name: blob}), make_zip({"config.json": b"{}", name: blob})):
+        with contextlib.suppress(ImportRefused):  # refused is fine; anything else fails the test
+            import_zip(upload, dst)
+    assert not any(p.name.startswith(".import") for p in dst.iterdir())

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from resnet_core import data
 from resnet_core.config import DATASETS, ConfigError, TrainConfig, make_train_config, preset
@@ -161,3 +163,19 @@ def test_train_config_round_trips_through_a_dict():
         TrainConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError):
         TrainConfig.from_dict(["not", "a", "dict"])
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.lists(st.integers(), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@example({"momentum": 0})
+@given(st.dictionaries(st.sampled_from([*TrainConfig.__dataclass_fields__, "junk"]), _values, max_size=6))
+def test_any_training_input_is_accepted_or_refused_by_name(d):
+    try:
+        cfg = TrainConfig.from_dict(d)
+    except ConfigError as e:
+        assert e.field in d
+    else:
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
