@@ -170,7 +170,10 @@ class _Loop:
         except _Stopped:
             r.status, r.message = "stopped", f"stopped at step {r.step} of {self.cfg.steps}"
         except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e):
+            # MPS and the CPU allocator raise plain RuntimeErrors; only their wording tells
+            oom = isinstance(e, torch.OutOfMemoryError) or any(
+                w in str(e) for w in ("out of memory", "can't allocate memory"))
+            if not oom:
                 r.status, r.message = "failed", f"{type(e).__name__}: {str(e)[:300]}"
                 self.emit("on_end", r)
                 raise
@@ -204,7 +207,7 @@ class _Loop:
         width = min(cfg.log_every, cfg.steps) + 1
         losses = torch.zeros(width, device=dev)  # per-step figures of this log interval, on the device
         correct = torch.zeros(width, device=dev)
-        k, samples, t_log, total_samples = 0, 0, self.elapsed(), 0
+        k, samples, t_log, total_samples = 0, 0, 0.0, 0
         with TrainingProbe(model) as probe:
             self.emit("on_start", {"layers": probe.layer_names, "blocks": probe.block_names, "device": str(dev),
                                    "params": sum(p.numel() for p in model.parameters()), "steps": cfg.steps})

@@ -75,6 +75,17 @@ def test_huge_learning_rate_diverges_and_says_when():
     assert out.result.step < 50
 
 
+def test_other_errors_propagate_after_on_end(monkeypatch):
+    def bug(self, x):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(ResNet, "forward", bug)
+    ends = []
+    with pytest.raises(RuntimeError, match="shapes"):
+        train(tiny_model(), tiny_train(), [SimpleNamespace(on_end=ends.append)], dataset=synthetic())
+    assert ends[0].status == "failed" and "shapes" in ends[0].message
+
+
 def test_should_stop_stops():
     calls = []
 
@@ -87,9 +98,14 @@ def test_should_stop_stops():
     assert result.status == "stopped" and result.step == 5
 
 
-def test_out_of_memory_is_a_failed_result(monkeypatch):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes"),
+])
+def test_out_of_memory_is_a_failed_result(monkeypatch, error):
     def boom(self, x):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     monkeypatch.setattr(ResNet, "forward", boom)
     out = run()
