@@ -24,6 +24,7 @@ FIELDS = [
     state.Field("cmp_b", ""),
 ]
 PER_ROW = 3  # heatmaps and diagrams side by side; more runs wrap to a new row
+DIAGRAM_PER_ROW = 6  # blocks a diagram row holds: a half-page column keeps its labels apart
 ss = st.session_state
 
 
@@ -116,19 +117,19 @@ def heatmaps(views, names, kind: str, step: int | None) -> None:
             with col:
                 fig = heatmap_figure(v.grads, kind, compare.layer_order(v, kind), zrange=zrange, cursor_step=step)
                 fig.update_layout(title={"text": compare.plot_text(name, 60), "font": {"size": 14}, "x": 0.01},
-                                  margin={"t": 60})
+                                  margin={"t": 60, "l": 90})  # room for the layer names beside the axis title
                 st.plotly_chart(fig, key=f"cmp_heat_{i}", config=plot_config(f"heatmap-{i + 1}"), width="stretch")
-                diagram(v, kind, step, diagram_range, i)
+                diagram(v, name, kind, step, diagram_range, i)
 
 
-def diagram(v, kind: str, step: int | None, zrange, i: int) -> None:
+def diagram(v, name: str, kind: str, step: int | None, zrange, i: int) -> None:
     if v.model is None:
         return
     at = compare.step_at(v.grads, kind, step) if step is not None else None
     values = live.block_values(v.grads, kind, v.blocks, step=at) if at is not None else {}
-    title = f"step {at:,}: blocks coloured by {SHORT[kind]}" if at is not None else "no gradients logged"
+    title = f"{compare.plot_text(name, 40)} · step {at:,}" if at is not None else "no gradients logged"
     fig = architecture_figure(v.model, describe(v.model), block_values=values, title=title,
-                              value_label=SHORT[kind] + " per block")
+                              value_label=SHORT[kind] + " per block", max_per_row=DIAGRAM_PER_ROW)
     compare.share_diagram_scale(fig, zrange)
     st.plotly_chart(fig, key=f"cmp_diagram_{i}", config=plot_config(f"diagram-{i + 1}"), width="stretch")
 
