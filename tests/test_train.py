@@ -15,9 +15,9 @@ from resnet_core.config import DATASETS, ConfigError, TrainConfig, make_train_co
 from resnet_core.limits import LimitError, from_env
 from resnet_core.model import ResNet
 from resnet_core.train import DATASET_SHAPES, lr_at, model_for_dataset, train
+from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train
 
 forward = ResNet.forward
-from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train
 
 
 @pytest.fixture(autouse=True, scope="module")
