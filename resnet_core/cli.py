@@ -207,6 +207,7 @@ def _register_train(sub: Any) -> None:
     o.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
     o.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     o.add_argument("--max-steps", dest="max_steps", type=int, help="limit; default $RESNET_MAX_STEPS")
+    o.add_argument("--max-batch-size", dest="max_batch_size", type=int, help="limit; default $RESNET_MAX_BATCH_SIZE")
     o.add_argument("--max-train-memory-mb", dest="max_train_memory_mb", type=int,
                    help="limit; default $RESNET_MAX_TRAIN_MEMORY_MB")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -252,7 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg = model_from_args(args, in_channels=c, image_size=s, num_classes=k)
     values = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f, None) is not None}
     try:
-        limits = from_env(max_steps=args.max_steps, max_train_memory_mb=args.max_train_memory_mb)
+        limits = from_env(max_steps=args.max_steps, max_batch_size=args.max_batch_size,
+                          max_train_memory_mb=args.max_train_memory_mb)
         train_cfg = make_train_config(None, limits=limits, **values)
         check_limits(model_cfg, train_cfg, limits)
         dev = devices.resolve(train_cfg.device)

@@ -152,7 +152,9 @@ class Job:
     def on_log(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._rows.append(row)
-        self.step, self.train_loss, self.samples_per_s = row["step"], row["loss"], row["samples_per_s"]
+        self.step, self.train_loss = row["step"], row["loss"]
+        rate = row["samples_per_s"]  # of one log interval: smoothed so the ETA does not jump about
+        self.samples_per_s = rate if not math.isfinite(self.samples_per_s) else 0.9 * self.samples_per_s + 0.1 * rate
 
     def on_eval(self, row: dict[str, Any]) -> None:
         with self._lock:

@@ -70,6 +70,7 @@ def test_sigkill_mid_run_leaves_a_record_read_up_to_its_last_flush(tmp_path):
     (["--steps", "0"], "--steps"),
     (["--steps", "500", "--max-steps", "10"], "--steps"),
     (["--batch-size", "5000"], "--batch-size"),
+    (["--batch-size", "64", "--max-batch-size", "32"], "--batch-size"),
     (["--batch-size", "512", "--max-train-memory-mb", "1"], "--batch-size"),
     (["--lr", "-3"], "--lr"),
     (["--lr", "abc"], "--lr"),
