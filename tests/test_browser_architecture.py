@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import screenshot, wait_for_app
+
+from tests.conftest import screenshot, wait_for_app
 
 pytestmark = pytest.mark.browser
 
