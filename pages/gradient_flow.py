@@ -56,7 +56,7 @@ def cli_command(cfg: ModelConfig, seed: int, nets: str) -> str:
 
 
 notes = state.restore(PAGE, FIELDS)
-st.title("📉 Gradient flow")
+st.title("Gradient flow")
 st.caption("How much of the loss's gradient reaches each block of a freshly initialised net, with skip "
            "connections and without. Change the net in the sidebar; every number is measured live.")
 state.show_notes(notes)

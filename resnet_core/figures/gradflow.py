@@ -323,18 +323,20 @@ def gradflow_figure(results: Mapping[str, GradFlow], kind: str = "activation") -
                            yanchor="bottom", showarrow=False, font={"size": 12, "color": "#333"},
                            text=" and ".join(sorted(zero_notes)) + " drawn on this line")
     ticks = _ticks(order)
+    y0, y1 = math.log10(floor) - 0.5, math.log10(hi) + 0.5
     unit = "block" if kind == "activation" else "layer (conv and fc)"
     fig.update_layout(
-        height=480, margin={"l": 70, "r": 20, "t": 60, "b": 70}, hovermode="closest",
+        height=520, margin={"l": 70, "r": 20, "t": 60, "b": 110}, hovermode="closest",
         title={"text": ("Gradient at each block's output" if kind == "activation"
                         else "Weight gradient of each layer") + " at initialisation (one batch)",
                 "x": 0, "xanchor": "left"},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        # below the axis title: above the plot it would cover the stage labels
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
         xaxis={"title": {"text": f"{unit}: input ← position in the network → loss"},
                "tickvals": [pos[n] for n in ticks], "ticktext": ticks, "tickangle": 0,
                "range": [0.5, len(order) + 0.5], "showgrid": False, "zeroline": False},
         yaxis={"title": {"text": what + " (log scale)"}, "type": "log", "exponentformat": "power",
-               "range": [math.log10(floor) - 0.5, math.log10(hi) + 0.5]},
+               "range": [y0, y1], "dtick": max(1, math.ceil((y1 - y0) / 8))},  # whole decades only
         plot_bgcolor="white",
     )
     fig.update_yaxes(showgrid=True, gridcolor="#e5e5e5", showline=True, linecolor="#999")
@@ -346,13 +348,22 @@ def gradflow_figure(results: Mapping[str, GradFlow], kind: str = "activation") -
 
 
 def _ticks(order: list[str]) -> list[str]:
-    """All names when few; otherwise the first of each stage, the stem, the head and the last."""
+    """All names when few; otherwise the first, the first of each stage and the last, spaced so
+    that labels never overlap (the stem conv and layer1.0.conv1 are neighbours)."""
     if len(order) <= 12:
         return order
-    keep = [n for i, n in enumerate(order) if i == 0 or _stage(n) != _stage(order[i - 1])]
-    if order[-1] not in keep:
-        keep.append(order[-1])
-    return keep
+    gap = max(2, len(order) // 10)
+    candidates = [n for i, n in enumerate(order) if i == 0 or _stage(n) != _stage(order[i - 1])]
+    keep: list[int] = []
+    for i in (order.index(n) for n in candidates):
+        if not keep or i - keep[-1] >= gap:
+            keep.append(i)
+    last = len(order) - 1
+    if keep[-1] != last:
+        if last - keep[-1] < gap and len(keep) > 1:
+            keep.pop()
+        keep.append(last)
+    return [order[i] for i in keep]
 
 
 def _stage_bands(fig: go.Figure, order: list[str], pos: dict[str, int]) -> None:
