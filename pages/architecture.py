@@ -67,7 +67,7 @@ state.show_notes(notes)
 cfg = model_controls(P)
 if cfg is None:
     state.publish(FIELDS)
-    st.error(f"{config_error(P)} Change the settings in the sidebar to see the net.")
+    st.error(f"{config_error(P)}. Change the settings in the sidebar to see the net.")
     st.stop()
 
 s = summary(cfg)
