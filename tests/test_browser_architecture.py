@@ -26,9 +26,7 @@ def wait_for_title(tab, prefix: str) -> None:
 
 
 def open_architecture(tab, query: str = "", chart: bool = True) -> None:
-    # The root URL, where Architecture is the default page: on a fresh server, a first visit
-    # straight to /architecture would run the page under Streamlit's old pages/-folder mode,
-    # without app.py's frame.
+    # The root URL opens Architecture, the default page, as a teacher's link would.
     tab.goto(f"{tab.base_url}/{query}")
     wait_for_app(tab)
     if chart:
