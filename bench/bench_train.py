@@ -107,7 +107,7 @@ def throughput(args: argparse.Namespace) -> None:
 
 def accuracy(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as root:
-        for name in ("resnet20", "plain20"):
+        for name in args.nets.split(","):
             model_cfg = model_for_dataset(preset(name), "mnist-5k")
             train_cfg = make_train_config(steps=args.steps, batch_size=128, device="cpu", seed=0,
                                           eval_every=args.steps)
@@ -127,6 +127,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (a: 30) or training steps (b: 600)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--nets", default="resnet20,plain20", help="(b) presets to train, comma-separated")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args()
     if args.threads:
