@@ -33,6 +33,7 @@ TRAIN_FIELDS = [
     state.Field("tr_seed", 0, lo=0, hi=2**31 - 1),
     state.Field("tr_device", "auto", options=DEVICES),
     state.Field("tr_kind", "weight_grad", options=tuple(KIND_LABELS)),
+    state.Field("tr_show_bn", False),
     state.Field("tr_job", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}", v) is not None),
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
@@ -112,18 +113,20 @@ def live_view() -> None:
     status_row(snap)
     h = live.history(job)
     st.plotly_chart(curves_figure(h.metrics), key="tr_curves", config=PLOT, width="stretch")
-    left, right = st.columns([3, 2])
-    with left:
-        kind = st.radio("Heatmap", tuple(KIND_LABELS), key="tr_kind", format_func=KIND_LABELS.get,
-                        horizontal=True)
-        order = job.blocks if kind == "act_grad" else job.layers
-        st.plotly_chart(heatmap_figure(h.grads, kind, order), key="tr_heatmap", config=PLOT,
-                        width="stretch")
-    with right:
-        values = live.block_values(h.grads, kind, job.blocks)
-        st.plotly_chart(architecture_figure(job.model_cfg, describe(job.model_cfg), block_values=values,
-                                            title="Latest step, coloured by " + KIND_LABELS[kind]),
-                        key="tr_diagram", config=PLOT, width="stretch")
+    c1, c2 = st.columns([3, 1])
+    kind = c1.radio("Heatmap", tuple(KIND_LABELS), key="tr_kind", format_func=KIND_LABELS.get, horizontal=True)
+    show_bn = c2.toggle("BatchNorm layers", key="tr_show_bn", disabled=kind == "act_grad",
+                        help="BatchNorm scales have gradients of another size than convolutions; "
+                             "hidden by default so the rows compare like with like.")
+    if kind == "act_grad":
+        order = job.blocks
+    else:
+        order = [n for n in job.layers if show_bn or ".bn" not in n and n != "bn1" and "downsample.1" not in n]
+    st.plotly_chart(heatmap_figure(h.grads, kind, order), key="tr_heatmap", config=PLOT, width="stretch")
+    values = live.block_values(h.grads, kind, job.blocks)
+    st.plotly_chart(architecture_figure(job.model_cfg, describe(job.model_cfg), block_values=values,
+                                        title="Latest step, coloured by " + KIND_LABELS[kind]),
+                    key="tr_diagram", config=PLOT, width="stretch")
     if job.done and ss.get("tr_was_active"):
         ss["tr_was_active"] = False
         st.rerun()  # a full rerun switches the once-a-half-second refresh off

@@ -85,10 +85,10 @@ def test_start_watch_metrics_appear_then_stop(app):
 def test_bad_url_values_fall_back_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
     at.query_params["tr_steps"] = "-5"
     at.query_params["tr_dataset"] = "imagenet"
     at.query_params["tr_job"] = "../../etc"
-    at.run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
     notes = " ".join(w.value for w in at.warning)

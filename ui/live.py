@@ -20,7 +20,21 @@ _HISTORY = "_live_history"
 @st.cache_resource
 def manager() -> JobManager:
     """One manager per server process, shared by every browser session."""
+    _limit_cpu_threads()
     return JobManager(root=runs.default_root())
+
+
+def _limit_cpu_threads() -> None:
+    """Leave a core to the server: with every core busy in PyTorch's thread pool, page
+    reruns and the training thread fight, and each goes many times slower (bench/RESULTS.md).
+    RESNET_TORCH_THREADS overrides."""
+    import os
+
+    import torch
+
+    wanted = os.environ.get("RESNET_TORCH_THREADS", "")
+    threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
 
 
 def session_owner() -> str:

@@ -67,8 +67,27 @@ class Field:
         return str(value)
 
 
+def _run_through_app() -> None:
+    """Re-run through app.py when Streamlit ran a page file on its own.
+
+    Because a `pages/` folder sits beside app.py, a fresh server answers a first request for
+    a page's URL (a shared link) the pre-st.navigation way: the page file alone, without
+    app.py's frame and page list. st.navigation clears that mode on its first call; this does
+    it for the first visitor who arrives by a link, and reruns, so the link opens as intended.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def restore(page: str, fields: Sequence[Field]) -> list[str]:
-    """Seed widget state for `page`; return notes about URL values that were refused."""
+    """Seed widget state for `page`; return notes about URL values that were refused.
+
+    Every page calls this first, so it also makes sure the page runs inside app.py's frame.
+    """
+    _run_through_app()
     notes: list[str] = []
     ss = st.session_state
     first_visit_with_url = not ss.get(_SEEN + page, False)
