@@ -58,6 +58,8 @@ def test_default_view_and_batchnorm_toggle_redraw(page):
     assert "gf_bn=1" in page.url  # the link reproduces the view
     assert page.get_by_text("degradation problem").count() >= 1
     screenshot(page, "gradient_flow_bn_56")
+    page.get_by_text("The numbers").scroll_into_view_if_needed()  # the words under the chart
+    screenshot(page, "gradient_flow_bn_56_text")
 
 
 def test_link_opens_a_deep_plain_net_with_underflow(page):
@@ -73,6 +75,8 @@ def test_weight_view_and_sigmoid(page):
     wait_for_sentence(page, "20-layer plain net")
     assert page.get_by_text("The skip path is not clean here").count() == 1
     screenshot(page, "gradient_flow_sigmoid_post_20")
+    page.get_by_text("The numbers").scroll_into_view_if_needed()
+    screenshot(page, "gradient_flow_sigmoid_post_20_text")
     page.get_by_text("of layer weights").click()
     page.wait_for_function(f"() => {TITLE_JS} && {TITLE_JS}.textContent.startsWith('Weight gradient')",
                            timeout=60_000)

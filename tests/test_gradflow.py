@@ -220,7 +220,24 @@ def test_every_quoted_number_is_a_measured_one(kw):
     measured = {fmt_norm(g.ratio) for g in m.values()} | {fmt_norm(g.weight_ratio) for g in m.values()}
     for kind in ("activation", "weight"):
         text = paragraphs(m, kind) + "\n" + ratio_sentence(m, kind)
-        text = re.sub(r"to about [\d.]+ of its size", "", text)  # the per-layer mean, derived from a ratio
+        # the per-layer mean and the conv count are derived from the ratio and the depth
+        text = re.sub(r"to about [\d.]+ of its size|the \d+ conv layers", "", text)
         fixed = {"1", "0.25", "2016", "2016b", "32", "28", "0", ",", ".", "14"}
         stated = {n.strip(".,") for n in numbers_in(text)} - {""}
         assert stated <= measured | fixed, (stated - measured - fixed, text)
+
+
+def test_a_plain_net_with_no_gradient_anywhere_is_said_so():
+    m = measure(110, batchnorm=False, style="pre")
+    assert all(v == 0 for _, v in m["plain"].blocks)  # seed 0: even the last block underflows
+    assert ("In the 110-layer plain net both the first and the last block receive 0 (underflow); with skip "
+            "connections the first block receives ") in ratio_sentence(m)
+    text = paragraphs(m)
+    assert "nothing gets back through the plain net" in text and "shrinks layer after layer" not in text
+
+
+def test_ratio_sentence_when_only_the_last_block_gets_nothing():
+    g = gradflow(cifar_config(8, in_channels=1, image_size=28, skip=False))
+    g = GradFlow(**{**g.__dict__, "blocks": (("a", 1.0), ("b", 0.0))})
+    assert ratio_sentence({"p": g}) == (
+        "In the 8-layer plain net the last block receives 0 (underflow) while the first block does not.")

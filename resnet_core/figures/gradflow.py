@@ -91,35 +91,43 @@ def ratio_sentence(results: Mapping[str, GradFlow], kind: str = "activation") ->
     if kind == "activation":
         def ratio(g: GradFlow) -> float:
             return g.ratio
-        subject, obj = "the first block receives", " the gradient the last block receives"
-        again = "it receives"
-        undefined = "neither the first nor the last block receives any gradient (both 0)"
+        subject, obj, again = "the first block receives", " the gradient the last block receives", "it receives"
+        both, last_only = ("both the first and the last block receive {z}",
+                           "the last block receives {z} while the first block does not")
     else:
         def ratio(g: GradFlow) -> float:
             return g.weight_ratio
-        subject, obj = "the first conv layer's weight gradient is", " that of the last conv layer"
-        again = "it is"
-        undefined = "the first and the last conv layer's weight gradients are not comparable (the last is 0)"
+        subject, obj, again = "the first conv layer's weight gradient is", " that of the last conv layer", "it is"
+        both, last_only = ("the weight gradients of both the first and the last conv layer are {z}",
+                           "the last conv layer's weight gradient is {z} while the first one's is not")
 
-    def clause(g: GradFlow, end: bool) -> str:
+    def defined(g: GradFlow) -> bool:
         r = ratio(g)
-        if r != r or math.isinf(r):
-            return undefined
-        amount = _amount(r, zero_label(g, kind), end)
-        return f"{again} {amount}" if end else f"{subject} {amount}{obj}"
+        return r == r and not math.isinf(r)
+
+    def clause(g: GradFlow, short: bool) -> str:
+        r = ratio(g)
+        z = zero_label(g, kind)
+        if not defined(g):  # the last is 0: say so rather than print a ratio that does not exist
+            return (both if r != r else last_only).format(z=z)
+        amount = _amount(r, z, short)
+        return f"{again} {amount}" if short else f"{subject} {amount}{obj}"
 
     first = nets[0]
-    text = f"In the {net_name(first)} " + clause(first, end=False)
+    text = f"In the {net_name(first)} " + clause(first, short=False)
     if len(nets) == 2:
-        r = ratio(res)
-        text += "; with skip connections " + (clause(res, end=True) if r == r and not math.isinf(r)
-                                               else undefined)
+        text += "; with skip connections " + clause(res, short=defined(first) and defined(res))
     return text + "."
+
+
+def _convs_between(g: GradFlow) -> int:
+    """Conv layers on the main path from the first block's output to the last block's."""
+    return (len(g.blocks) - 1) * g.config.convs_per_block
 
 
 def _per_layer(g: GradFlow) -> float | None:
     """Geometric mean change of |dL/dh| per conv layer between the last block and the first."""
-    convs = (len(g.blocks) - 1) * g.config.convs_per_block
+    convs = _convs_between(g)
     r = g.ratio
     return r ** (1 / convs) if convs and 0 < r < math.inf else None
 
@@ -148,15 +156,22 @@ def explanation(results: Mapping[str, GradFlow], kind: str = "activation") -> li
            "learning signal of the same size; a line falling to the left means the early blocks barely learn; "
            "one rising to the left means the early blocks get the largest gradients."]
 
-    if plain and not cfg.batchnorm and not cfg.zero_init_residual and rp < 0.01:
+    all_zero = plain is not None and rp != rp and plain.blocks[0][1] == 0  # even the last block gets 0
+    if plain and not cfg.batchnorm and not cfg.zero_init_residual and (rp < 0.01 or all_zero):
         per = _per_layer(plain)
         how = (f"to about {per:.2f} of its size at each conv layer on average here, " if per else "")
         tail = (f"the first block gets {fmt_norm(rp)} of what the last block gets, far too little to "
                 "learn from." if rp > 0 else
                 "in the first blocks it falls below the smallest number float32 can hold and reads "
                 "0 (underflow).")
-        out.append(f"**Without BatchNorm the plain net's gradient vanishes.** On its way back it shrinks "
-                   f"layer after layer ({how}a compounding loss over {plain.config.depth} layers): " + tail)
+        if all_zero:
+            out.append("**Without BatchNorm nothing gets back through the plain net.** Here every block's "
+                       "gradient, even the last block's, is below the smallest number float32 can hold and "
+                       "reads 0 (underflow).")
+        else:
+            out.append(f"**Without BatchNorm the plain net's gradient vanishes.** On its way back it "
+                       f"shrinks layer after layer ({how}compounding over the {_convs_between(plain)} conv "
+                       "layers between the last block and the first): " + tail)
         if res and 0.1 <= rr <= 10:
             out.append("**Skip connections carry it back.** Each residual block adds its input back to its "
                        "output, and the gradient of that identity path is exactly 1, so the gradient reaches "
