@@ -139,14 +139,13 @@ def scrubber(views) -> int | None:
     if not len(steps):
         return None
     lo, hi = int(steps[0]), int(steps[-1])
-    if lo == hi:
-        ss["cmp_step"] = hi
-        st.caption(f"Gradients were logged at step {hi:,} only.")
-        return hi
     now = int(ss.get("cmp_step", 0))
     if not lo <= now <= hi or now == ss.get("cmp_step_hi"):  # 0 (the default), a link's step beyond these
         ss["cmp_step"] = hi  # runs, or the latest step of a run still training: follow the latest
     ss["cmp_step_hi"] = hi
+    if lo == hi:
+        st.caption(f"Gradients were logged at step {hi:,} only.")
+        return hi
     return st.slider("Time scrubber: step", lo, hi, key="cmp_step",
                      help="Moves the cursor on every heatmap and recolours each diagram with the gradients "
                           "of the last step logged at or before it. Drag it to replay training.")
@@ -181,6 +180,12 @@ def views_section(cat: Catalogue, names_picked: list[str], refreshing: bool = Fa
     if refreshing and all(cat.jobs[n].done for n in names_picked if n in cat.jobs):
         st.rerun()  # the last one finished: a full rerun reads the records and stops the refresh
     views = [view(cat, n) for n in names_picked]
+    for v in views:
+        if v.damaged:  # sound at a glance (config and file footers), damaged once its rows were read
+            st.warning(f"{md_code(v.name)} is left out: {md_code(v.damaged)}", icon=":material/report:")
+    views = [v for v in views if not v.damaged]
+    if not views:
+        return
     names = compare.unique_names(views)
     final_table(views, names)
 

@@ -13,7 +13,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .config import ModelConfig, TrainConfig, preset_name
+from .config import PRESETS, ModelConfig, TrainConfig
 from .runs import GRADS_SCHEMA, METRICS_SCHEMA, RunRecord
 
 MAX_RUNS = 8  # one Okabe-Ito colour each on the overlaid curves
@@ -139,6 +139,14 @@ def params_of(cfg: ModelConfig | None) -> int | None:
         return None
 
 
+def net_name(cfg: ModelConfig) -> str:
+    """The preset a net is, whatever its input and classes (resnet20 on MNIST is still resnet20)."""
+    for name, p in PRESETS.items():
+        if replace(cfg, in_channels=p.in_channels, image_size=p.image_size, num_classes=p.num_classes) == p:
+            return name
+    return f"custom {'residual' if cfg.skip else 'plain'}-{cfg.depth}"
+
+
 def final_figures(view: RunView) -> dict[str, float]:
     """Steps done, training seconds, last train loss, last test accuracy: from the record's final
     figures, else from its metrics rows (a run still training, or one killed before its end)."""
@@ -162,8 +170,7 @@ def final_table(views: Sequence[RunView], names: Sequence[str],
     rows = []
     for v, n in zip(views, names, strict=True):
         count = params.get(v.name) if params is not None else params_of(v.model)
-        net = (preset_name(v.model) or f"custom {'residual' if v.model.skip else 'plain'}-{v.model.depth}"
-               if v.model is not None else "")
+        net = net_name(v.model) if v.model is not None else ""
         figs = final_figures(v)
         rows.append({"run": n, "status": v.status, "net": net, "dataset": v.train.dataset if v.train else "",
                      "params": count, **figs})

@@ -11,6 +11,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -71,7 +73,7 @@ def array(value) -> list:
     return list(value)
 
 
-def table(at: AppTest):
+def table_of(at: AppTest):
     return next(d.value for d in at.dataframe if "test accuracy" in d.value.columns)
 
 
@@ -103,7 +105,7 @@ def test_runs_from_the_url_show_curves_heatmaps_table(two):
     # the smallest weight gradient of either run: the plain one's (x 1e-3), first layer (1e-4), step 1 (x 1.1)
     assert heat[1]["zmin"] == pytest.approx(math.log10(1e-3 * 1e-4 * 1.1))
 
-    t = table(at)
+    t = table_of(at)
     assert list(t["run"]) == ["resnet-tiny", "plain-tiny"]
     assert list(t["steps"]) == [20, 20] and list(t["test accuracy"]) == [0.75, 0.5]
     assert list(t["params"]) == [describe(tiny_model()).total_params] * 2
@@ -134,6 +136,17 @@ def test_unknown_and_damaged_names_are_dropped_with_notes(two, root):
     assert list(damaged["record"]) == ["broken-run"] and damaged["what is wrong"][0].startswith("config.json")
     assert "broken-run" not in at.multiselect(key="cmp_pick").options
     assert at.query_params["cmp_runs"] in (two[0], [two[0]])  # the link now names only what is shown
+
+
+def test_a_record_damaged_inside_its_rows_is_left_out_with_its_reason(two, root):
+    grads = root / two[1] / "grads.parquet"
+    table = pq.read_table(grads)
+    kinds = pa.array(["evil"] * len(table))  # right columns and types, so only reading the rows finds it
+    pq.write_table(table.set_column(table.schema.get_field_index("kind"), "kind", kinds), grads)
+    at = open_page(cmp_runs=",".join(two))
+    assert two[1] in warnings(at) and "grads has kind values ['evil']" in warnings(at)
+    assert set(charts(at)) == {"cmp_curves", "cmp_heat_0", "cmp_diagram_0"}
+    assert list(table_of(at)["run"]) == ["resnet-tiny"]
 
 
 def test_malformed_url_values_fall_back_with_a_note(two):
@@ -202,7 +215,7 @@ def test_labels_are_text_not_markup(root):
     label = '<img src=x onerror=alert(1)> **bold** %{x}'
     name = write_record(root, label).name
     at = open_page(cmp_runs=name)
-    assert table(at)["run"][0] == label  # a dataframe cell: text
+    assert table_of(at)["run"][0] == label  # a dataframe cell: text
     assert label in [t.value for t in at.text]  # the download row's name: st.text
     figs = charts(at)
     shown = "&lt;img src=x onerror=alert(1)&gt; **bold** &#37;{x}"  # plotly shows entities as the characters
@@ -223,7 +236,7 @@ def test_upload_round_trips_and_joins_the_comparison(two, root, tmp_path):
     pick = at.multiselect(key="cmp_pick")
     assert pick.value == [two[0], source.name]
     assert any(o.startswith("uploaded-run · finished · ") and o.endswith(" · uploaded") for o in pick.options)
-    row = table(at).set_index("run").loc["uploaded-run"]
+    row = table_of(at).set_index("run").loc["uploaded-run"]
     assert row["test accuracy"] == 0.625 and row["steps"] == 20 and row["time (s)"] == 10.0
     rerun(at)  # the file stays in the uploader: it is not imported twice
     assert [p.name for p in root.iterdir() if p.name.startswith(source.name)] == [source.name]
@@ -279,7 +292,7 @@ def test_a_running_job_is_compared_from_its_live_history(root):
         at = open_page(cmp_runs=name)
         assert at.multiselect(key="cmp_pick").value == [name]
         assert any("still training" in c.value for c in at.caption)
-        t = table(at)
+        t = table_of(at)
         assert t["status"][0] == "paused" and t["steps"][0] >= 3
         curves = charts(at)["cmp_curves"]
         assert {tr["name"] for tr in curves["data"]} == {"live one · train"}

@@ -39,14 +39,14 @@ def grad_value(kind: str, layer: int, step: int, scale: float) -> float:
 
 
 def write_record(root: Path, label: str = "resnet-tiny", skip: bool = True, steps=(1, 10, 20), scale: float = 1.0,
-                 test_accuracy: float = 0.75, status: str = "finished") -> Path:
+                 test_accuracy: float = 0.75, status: str = "finished", loss_scale: float = 1.0) -> Path:
     """A finished record through the real writer: train rows, gradients at `steps`, one test row."""
     model, train = tiny_model(skip=skip), tiny_train(steps=max(steps))
     layers, blocks = tiny_names(skip=skip)
     w = RunWriter(model, train, root=root, label=label, flush_s=1e9)
     w.on_start({"layers": layers, "blocks": blocks, "device": "cpu"})
     for s in steps:
-        w.on_log({"step": s, "split": "train", "loss": 2.0 / s, "accuracy": min(1.0, 0.04 * s), "lr": 0.05,
+        w.on_log({"step": s, "split": "train", "loss": loss_scale * 2.0 / s, "accuracy": min(1.0, 0.04 * s), "lr": 0.05,
                   "seconds": 0.5 * s, "samples_per_s": 64.0})
         w.on_grads(s, {k: np.array([grad_value(k, i, s, scale) for i in range(len(names))])
                        for k, names in (("weight_grad", layers), ("weight_norm", layers),
@@ -54,7 +54,7 @@ def write_record(root: Path, label: str = "resnet-tiny", skip: bool = True, step
     last = max(steps)
     w.on_eval({"step": last, "split": "test", "loss": 0.5, "accuracy": test_accuracy, "lr": 0.05,
                "seconds": 0.5 * last, "samples_per_s": math.nan})
-    w.on_end(TrainResult(status, "done", step=last, steps=last, device="cpu", train_loss=2.0 / last,
+    w.on_end(TrainResult(status, "done", step=last, steps=last, device="cpu", train_loss=loss_scale * 2.0 / last,
                          train_accuracy=min(1.0, 0.04 * last), test_loss=0.5, test_accuracy=test_accuracy,
                          seconds=0.5 * last, samples_per_s=64.0))
     return w.run_dir
@@ -88,6 +88,15 @@ def test_final_figures_fall_back_to_metrics_without_final(two_runs):
     v.final = {"step": None, "train_loss": float("nan")}  # a record cut off before its end
     figs = compare.final_figures(v)
     assert figs == {"steps": 20.0, "time (s)": 10.0, "train loss": pytest.approx(0.1), "test accuracy": 0.5}
+
+
+def test_net_names_ignore_input_and_classes():
+    from resnet_core.config import preset
+    from resnet_core.train import model_for_dataset
+
+    assert compare.net_name(model_for_dataset(preset("resnet20"), "mnist-5k")) == "resnet20"
+    assert compare.net_name(preset("plain56", num_classes=4)) == "plain56"
+    assert compare.net_name(tiny_model(skip=False)) == "custom plain-8"
 
 
 def test_combine_metrics_adds_a_safe_run_column(two_runs):

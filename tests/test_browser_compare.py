@@ -1,0 +1,100 @@
+"""The Compare page in real headless Chromium: upload two records, open them by link, scrub through time."""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import pytest
+
+from resnet_core import runzip
+from tests.conftest import screenshot, wait_for_app
+from tests.test_exports import _zip, write_record
+
+pytestmark = pytest.mark.browser
+
+LABEL = "<b>residual</b> **tiny** %{x}"  # user text: must show as itself everywhere
+CHARTS = ("cmp_curves", "cmp_heat_0", "cmp_heat_1", "cmp_diagram_0", "cmp_diagram_1", "cmp_ratio")
+
+
+def upload(tab, name: str, data: bytes) -> None:
+    tab.locator(".st-key-cmp_upload input[type=file]").set_input_files(
+        {"name": name, "mimeType": "application/zip", "buffer": data})
+
+
+def diagram_title(tab, i: int) -> str:
+    return tab.locator(f".st-key-cmp_diagram_{i} .gtitle").text_content()
+
+
+def block_fills(tab, i: int) -> list[str]:
+    """The fill of every block drawn in diagram i, read from the SVG: what the eye sees as its colour."""
+    return tab.evaluate(f"""() => {{
+        const gd = document.querySelector('.st-key-cmp_diagram_{i} .js-plotly-plot');
+        const trace = [...gd.querySelectorAll('.scatterlayer .trace')]
+            .find(g => g.__data__ && g.__data__[0].trace.name === 'blocks');  // d3 binds each trace's data
+        return [...trace.querySelectorAll('.point')].map(p => p.style.fill);
+    }}""")
+
+
+def test_upload_open_by_link_and_scrub(page, tmp_path):
+    a = write_record(tmp_path, LABEL, skip=True, steps=(1, 10, 20, 30, 40))
+    b = write_record(tmp_path, "plain tiny", skip=False, scale=1e-3, steps=(1, 10, 20, 30, 40), test_accuracy=0.5,
+                     loss_scale=1.5)
+    tab = page
+    tab.goto(tab.base_url + "/")  # the router's first run: a fresh server opened at a page's URL skips it
+    wait_for_app(tab)
+    tab.goto(tab.base_url + "/compare")
+    wait_for_app(tab)
+
+    # a stranger's zip with a pickle in it is refused, saying what is wrong and what a record holds
+    tab.get_by_text("Add a run record from a zip").click()
+    config = (a / "config.json").read_bytes()
+    upload(tab, "evil.zip", _zip({"run/config.json": config, "run/model.pkl": pickle.dumps(object)}))
+    tab.wait_for_selector("text=Upload refused", timeout=30_000)
+    wait_for_app(tab)
+    tab.wait_for_timeout(500)  # the expander's opening animation
+    assert "not part of a run record, which holds only config.json" in tab.locator(
+        '[data-testid="stAlert"]').filter(has_text="Upload refused").inner_text()
+    screenshot(tab, "compare_upload_refused")
+
+    for record in (a, b):  # two real records, through the uploader the page shows
+        upload(tab, f"{record.name}.zip", runzip.export_zip(record))
+        tab.wait_for_selector(f"text=Imported as {record.name}", timeout=30_000)
+    wait_for_app(tab)
+
+    # a link names both runs (and one that is not here)
+    tab.set_viewport_size({"width": 1400, "height": 3000})  # the page scrolls inside: a tall window shows it all
+    tab.goto(f"{tab.base_url}/compare?cmp_runs={a.name},{b.name},no-such-run")
+    wait_for_app(tab)
+    for key in CHARTS:
+        tab.wait_for_selector(f".st-key-{key} .main-svg", timeout=60_000)
+    tab.wait_for_selector(".st-key-cmp_heat_0 .heatmaplayer image", timeout=30_000)
+    tab.wait_for_selector(".st-key-cmp_curves .scatterlayer .trace path.js-line", timeout=30_000)
+    assert tab.get_by_text("no-such-run").count() == 1  # the note names what was left out
+    legend = tab.locator(".st-key-cmp_curves .legendtext").all_text_contents()
+    assert f"{LABEL} · train" in legend  # markup and template characters shown as themselves
+    assert tab.locator('[data-testid="stDataFrame"]').count() >= 1
+    assert diagram_title(tab, 0).endswith("step 40")
+    before = [block_fills(tab, i) for i in (0, 1)]
+    assert all(len(f) == 3 for f in before)  # three blocks coloured in each net
+    screenshot(tab, "compare_two_runs_latest")
+
+    # the scrubber back to the first step: the cursor moves, every diagram recolours
+    thumb = tab.locator(".st-key-cmp_step input[type=range]")  # React Aria's slider: a hidden range input
+    thumb.focus()
+    thumb.press("Home")
+    tab.wait_for_function("() => /cmp_step=1(&|$)/.test(location.search)", timeout=30_000)
+    wait_for_app(tab)
+    tab.wait_for_function(
+        "() => document.querySelector('.st-key-cmp_diagram_1 .gtitle')?.textContent.endsWith('step 1')",
+        timeout=30_000)
+    after = [block_fills(tab, i) for i in (0, 1)]
+    assert after[0] != before[0] and after[1] != before[1]
+    cursor = tab.locator(".st-key-cmp_heat_0 .layer-above path, .st-key-cmp_heat_0 .shapelayer path")
+    assert cursor.count() >= 2  # black under white
+    screenshot(tab, "compare_scrubbed_to_step_1")
+
+    thumb.press("ArrowRight")  # one step on: step 2, still drawn from step 1's gradients
+    tab.wait_for_function("() => /cmp_step=2(&|$)/.test(location.search)", timeout=30_000)
+    wait_for_app(tab)
+    assert re.search(r"step 1$", diagram_title(tab, 0))
