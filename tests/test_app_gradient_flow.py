@@ -18,6 +18,9 @@ PAGE = "pages/gradient_flow.py"
 
 def open_page(**query: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=120)
+    # the first run goes through app.py's default page: ui.state.restore reruns a page that a
+    # fresh process ran outside app.py's frame, which would otherwise undo the switch below
+    at.run()
     for k, v in query.items():
         at.query_params[k] = v
     at.switch_page(PAGE)

@@ -291,3 +291,25 @@ def test_cli_gradflow_text_and_bad_flags():
         r = cli(*bad)
         assert r.returncode == 2, bad
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to check for device syncs")
+def test_probe_does_not_sync_cuda_before_read():
+    model = small_model().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = (t.cuda() for t in batch())
+    with TrainingProbe(model) as probe:
+        for _ in range(2):  # the second step reuses the weight buffer
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")  # any host sync in the probe now raises
+            try:
+                probe.after_backward()
+                probe.before_step()
+                opt.step()
+                probe.after_step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            r = probe.read()
+            assert all(np.isfinite(v).all() for v in r.values())
