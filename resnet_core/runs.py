@@ -46,7 +46,8 @@ GRADS_SCHEMA = pa.schema([("step", pa.int64()), ("layer", pa.string()), ("kind",
                           ("value", pa.float64())])
 SCHEMAS = {"metrics": METRICS_SCHEMA, "grads": GRADS_SCHEMA}
 CONFIG_KEYS = {"format", "version", "label", "model", "train", "device", "versions", "started_at",
-               "updated_at", "status", "message", "final", "layers", "blocks", "pid", "host"}
+               "updated_at", "status", "message", "final", "layers", "blocks", "pid", "host",
+               "twin"}  # twin: the folder name of the record trained in lockstep with this one (twins.py)
 MAX_CONFIG_BYTES = 1 << 20
 COMPACT_EVERY = 64
 PART_RE = re.compile(r"^(metrics|grads)-(\d{5,9})\.parquet$")
@@ -121,10 +122,16 @@ def check_config(meta: Any) -> tuple[ModelConfig, TrainConfig]:
     for key in ("layers", "blocks"):
         if not all(isinstance(n, str) for n in meta.get(key, [])):
             raise ValueError(f"config.json {key} must be a list of names")
+    if "twin" in meta and not _is_folder_name(meta["twin"]):  # a name beside this record, never a path
+        raise ValueError("config.json twin is not a run folder name")
     try:
         return from_dict(meta.get("model")), TrainConfig.from_dict(meta.get("train"))
     except (ConfigError, ValueError, TypeError) as e:
         raise ValueError(f"config.json: {e}") from None
+
+
+def _is_folder_name(name: Any) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}", name) is not None
 
 
 def check_table(kind: str, table: pa.Table) -> None:
