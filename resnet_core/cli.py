@@ -49,6 +49,27 @@ def add_model_flags(p: argparse.ArgumentParser, default_preset: str = "resnet20"
     g.add_argument("--image-size", dest="image_size", type=int, metavar="PX")
 
 
+def add_limit_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """`--max-<name>` for each limit in `names`: overrides $RESNET_MAX_<NAME> for this command."""
+    from .limits import ENV_PREFIX, LIMITS
+
+    g = p.add_argument_group("limits (each defaults to its environment variable, else the value shown)")
+    for name in names:
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=_limit_value, metavar="N",
+                       help=f"default ${ENV_PREFIX}{name.upper()}, else {getattr(LIMITS, name):,}")
+
+
+def _limit_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+MODEL_LIMITS = ("max_params", "max_sample_mb")  # what describe and gradflow build is checked against these
 MODEL_FLAGS = {
     "layers": "--blocks", "widths": "--widths", "block": "--block", "stem": "--stem",
     "shortcut": "--shortcut", "skip": "--skip/--no-skip", "batchnorm": "--bn/--no-bn",
@@ -69,6 +90,8 @@ def model_from_args(args: argparse.Namespace, **defaults: Any):
         return preset(args.preset, **overrides)
     except ConfigError as e:
         flag = MODEL_FLAGS.get(e.field, "--" + e.field.replace("_", "-"))
+        if getattr(e, "limit", None):  # too large: any model flag may be the cause; the limit has its own flag
+            flag = "--" + e.limit.replace("_", "-")
         usage_error(f"{flag}: {e}")
 
 
@@ -112,8 +135,9 @@ def cmd_gradflow(args: argparse.Namespace) -> int:
     from .probe import gradflow
 
     cfg = model_from_args(args, in_channels=1, image_size=28)
-    if args.batch_size < 1 or args.batch_size > 1024:
-        usage_error(f"--batch-size: {args.batch_size} is not allowed: 1 to 1024")
+    if args.batch_size < 1 or args.batch_size > args.limits.max_batch_size:
+        usage_error(f"--batch-size: {args.batch_size} is not allowed: 1 to {args.limits.max_batch_size} "
+                    "(limit max_batch_size, env RESNET_MAX_BATCH_SIZE)")
     result = gradflow(cfg, seed=args.seed, batch_size=args.batch_size).to_dict()
     emit(result, args.json, _gradflow_text)
     return 0
@@ -137,6 +161,7 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("describe", help="per-block anatomy: shapes, parameters, FLOPs")
     add_model_flags(p)
+    add_limit_flags(p, MODEL_LIMITS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_describe)
 
@@ -144,6 +169,7 @@ def build_parser() -> OneLineParser:
     add_model_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
+    add_limit_flags(p, (*MODEL_LIMITS, "max_batch_size"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_gradflow)
 
@@ -157,10 +183,18 @@ EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .limits import NAMES, applied, from_env
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        # limits first: a model is checked against them while its flags are read
+        args.limits = from_env(**{n: getattr(args, n) for n in NAMES if getattr(args, n, None) is not None})
+    except ValueError as e:  # a malformed RESNET_* variable
+        usage_error(str(e))
+    try:
+        with applied(args.limits):
+            return args.func(args)
     except ConfigError as e:
         usage_error(str(e))
     except KeyboardInterrupt:
@@ -176,7 +210,9 @@ TRAIN_FLAGS = {
     "schedule": "--schedule", "weight_decay": "--weight-decay", "seed": "--seed", "device": "--device",
     "log_every": "--log-every", "eval_every": "--eval-every", "amp": "--amp", "channels_last": "--channels-last",
 }
-LIMIT_FLAGS = {"max_steps": "--steps", "max_batch_size": "--batch-size", "max_train_memory_mb": "--batch-size"}
+LIMIT_FLAGS = {"max_steps": "--steps", "max_batch_size": "--batch-size", "max_train_memory_mb": "--batch-size",
+               "max_params": "--max-params", "max_sample_mb": "--max-sample-mb"}
+TRAIN_LIMITS = (*MODEL_LIMITS, "max_steps", "max_batch_size", "max_train_memory_mb", "max_download_mb")
 
 
 def _register_train(sub: Any) -> None:
@@ -206,11 +242,8 @@ def _register_train(sub: Any) -> None:
     o.add_argument("--label", default="", help="a name for the run")
     o.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
     o.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    o.add_argument("--max-steps", dest="max_steps", type=int, help="limit; default $RESNET_MAX_STEPS")
-    o.add_argument("--max-batch-size", dest="max_batch_size", type=int, help="limit; default $RESNET_MAX_BATCH_SIZE")
-    o.add_argument("--max-train-memory-mb", dest="max_train_memory_mb", type=int,
-                   help="limit; default $RESNET_MAX_TRAIN_MEMORY_MB")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_limit_flags(p, TRAIN_LIMITS)
     p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     p.set_defaults(func=cmd_train)
 
@@ -244,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from . import device as devices
     from .config import TrainConfig, make_train_config
-    from .limits import LimitError, from_env
+    from .limits import LimitError
     from .recorder import RunWriter
     from .train import DATASET_SHAPES, check_limits, train
 
@@ -252,17 +285,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     c, s, k = DATASET_SHAPES[dataset]
     model_cfg = model_from_args(args, in_channels=c, image_size=s, num_classes=k)
     values = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f, None) is not None}
+    limits = args.limits
     try:
-        limits = from_env(max_steps=args.max_steps, max_batch_size=args.max_batch_size,
-                          max_train_memory_mb=args.max_train_memory_mb)
         train_cfg = make_train_config(None, limits=limits, **values)
         check_limits(model_cfg, train_cfg, limits)
         dev = devices.resolve(train_cfg.device)
+    except LimitError as e:  # first: a model beyond max_params is a ConfigError too
+        usage_error(f"{LIMIT_FLAGS.get(e.limit, '--' + e.limit.replace('_', '-'))}: {e}")
     except ConfigError as e:
         usage_error(f"{TRAIN_FLAGS.get(e.field, '--' + e.field.replace('_', '-'))}: {e}")
-    except LimitError as e:
-        usage_error(f"{LIMIT_FLAGS.get(e.limit, '--' + e.limit.replace('_', '-'))}: {e}")
-    except ValueError as e:  # an unavailable device, or a malformed RESNET_* variable
+    except ValueError as e:  # an unavailable device
         usage_error(f"{'--device: ' if 'device' in str(e) else ''}{e}")
     from .data import DatasetUnavailable
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .limits import LIMITS
+from .limits import LIMITS, LimitError, active, applied
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
@@ -116,6 +116,13 @@ def imagenet_config(depth: int, **overrides: Any) -> ModelConfig:
 
 
 def _preset_table() -> dict[str, ModelConfig]:
+    # Built without the size limits: a server started with RESNET_MAX_PARAMS below ResNet-152's
+    # 60 M must still start. Asking for a preset beyond the limit is refused by preset() instead.
+    with applied(replace(LIMITS, max_params=2**62, max_sample_mb=2**62)):
+        return _build_presets()
+
+
+def _build_presets() -> dict[str, ModelConfig]:
     table: dict[str, ModelConfig] = {}
     for depth in IMAGENET_LAYOUTS:
         table[f"resnet{depth}"] = imagenet_config(depth)
@@ -256,17 +263,31 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     return cfg
 
 
+class ModelTooLarge(ConfigError, LimitError):
+    """A model beyond max_params or max_sample_mb: a ConfigError of the field "model" (so every
+    caller that shows config errors shows it) that also names its limit, like every LimitError."""
+
+    def __init__(self, limit: str, value: str, allowed: str):
+        self.field, self.value, self.allowed, self.limit = "model", value, allowed, limit
+        ValueError.__init__(self, f"model={value!r} is not allowed: {allowed}")
+
+
 def _check_size(cfg: ModelConfig) -> None:
+    check_model_limits(cfg, active())
+
+
+def check_model_limits(cfg: ModelConfig, limits: Any = LIMITS) -> None:
+    """Parameters and per-image activations against `limits`; ModelTooLarge names the limit."""
     from .size import estimate  # local: size.py builds the model, which imports config
 
     est = estimate(cfg)
-    if est.params > LIMITS.max_params:
-        raise ConfigError("model", f"{est.params:,} parameters",
-                          f"at most {LIMITS.max_params:,} (limit max_params, env RESNET_MAX_PARAMS)")
+    if est.params > limits.max_params:
+        raise ModelTooLarge("max_params", f"{est.params:,} parameters",
+                            f"at most {limits.max_params:,} (limit max_params, env RESNET_MAX_PARAMS)")
     mb = est.forward_bytes_per_sample / 2**20
-    if mb > LIMITS.max_sample_mb:
-        raise ConfigError("model", f"{mb:,.0f} MiB of activations per image",
-                          f"at most {LIMITS.max_sample_mb:,} MiB (limit max_sample_mb, env RESNET_MAX_SAMPLE_MB)")
+    if mb > limits.max_sample_mb:
+        raise ModelTooLarge("max_sample_mb", f"{mb:,.0f} MiB of activations per image",
+                            f"at most {limits.max_sample_mb:,} MiB (limit max_sample_mb, env RESNET_MAX_SAMPLE_MB)")
 
 
 PRESETS.update(_preset_table())

@@ -39,13 +39,17 @@ class JobManager:
     """Process-wide: submit, find, control and list jobs; see the module docstring."""
 
     def __init__(self, root: str | Path | None = None, limits: Any = LIMITS, max_running: int | None = None,
-                 idle_s: float = 600.0, keep_finished: int = 100, keep_history: int = 8):
+                 idle_s: float = 600.0, keep_finished: int = 100, keep_history: int = 8,
+                 data_root: str | Path | None = None):
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.root, self.limits, self.idle_s, self.keep_finished = root, limits, idle_s, keep_finished
         self.keep_history = keep_history  # finished jobs whose rows stay in memory; older ones read from disk
         self.max_running = max_running or limits.max_running_jobs or max(1, gpus)
+        # A server passes its data root: what users ask for must lie inside it, so nobody can make
+        # the server read or download into a folder of their choosing. None: any (tests, scripts).
+        self.data_root = Path(data_root).resolve() if data_root is not None else None
         self._free_gpus = list(range(gpus))
         self._jobs: dict[str, Job] = {}
         self._queue: list[Job] = []
@@ -58,6 +62,7 @@ class JobManager:
         """A new job's id; LimitError/ConfigError/ValueError (refused, nothing started) say why not."""
         check_limits(model_cfg, train_cfg, self.limits)
         devices.resolve(train_cfg.device)  # a device this machine lacks is refused now, not later
+        data_root = self._data_root(data_root)
         job = Job(self, owner, label, model_cfg, train_cfg, {"data_root": data_root, "download": download})
         self._enqueue([job], owner)
         return job.id
@@ -71,6 +76,7 @@ class JobManager:
         """
         check_twin_limits(model_cfg, train_cfg, self.limits)
         devices.resolve(train_cfg.device)
+        data_root = self._data_root(data_root)
         options = {"data_root": data_root, "download": download}
         lead, plain = (Job(self, owner, label, cfg, train_cfg, options)
                        for label, cfg in zip(labels, twin_configs(model_cfg), strict=True))
@@ -115,6 +121,18 @@ class JobManager:
                 self._jobs[job.id] = job
             self._queue.extend(jobs)
             self._schedule()
+
+    def _data_root(self, asked: str | None) -> str | None:
+        """`asked` if this manager allows it (ValueError if not); the server's root when none is asked."""
+        if self.data_root is None:
+            return asked
+        if not asked:
+            return str(self.data_root)
+        path = Path(asked).expanduser().resolve()
+        if path != self.data_root and self.data_root not in path.parents:
+            raise ValueError(f"the data root {str(asked)[:200]!r} is outside this server's data folder "
+                             f"{self.data_root} (RESNET_DATA_DIR); datasets are read and downloaded only there")
+        return str(path)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id) if isinstance(job_id, str) else None

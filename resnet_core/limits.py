@@ -3,11 +3,20 @@
 A classroom server is shared, so every request is checked against these before
 any work starts. `LIMITS` is read from the environment once at import; tests and
 the CLI build their own `Limits` with `from_env(overrides)`.
+
+Model validation (config.validate) runs deep inside constructors that take no
+limits argument, so it reads `active()`: `LIMITS`, unless a caller such as the
+CLI with `--max-params` has entered `applied(limits)` (a context variable, so it
+holds for that call alone and never leaks into other threads).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 
 
@@ -57,8 +66,40 @@ def from_env(env: dict[str, str] | None = None, **overrides: int) -> Limits:
         if value < 0:
             raise ValueError(f"environment variable {ENV_PREFIX + f.name.upper()}={raw!r} must be >= 0")
         values[f.name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"limit {name} must be a whole number >= 0, not {value!r}")
+        values[name] = value
     return replace(Limits(), **values)
 
 
-LIMITS = from_env()
+def _from_env_at_import() -> Limits:
+    # A malformed variable must not make every import (the server, the CLI) die with a
+    # traceback: it is logged here, and the CLI, which reads the variables again, refuses it.
+    try:
+        return from_env()
+    except ValueError as e:
+        logging.getLogger(__name__).error("%s; using the default limits", e)
+        return Limits()
+
+
+LIMITS = _from_env_at_import()
+NAMES = tuple(f.name for f in fields(Limits))
+_ACTIVE: contextvars.ContextVar[Limits | None] = contextvars.ContextVar("resnet_limits", default=None)
+
+
+def active() -> Limits:
+    """The limits model validation uses now: `LIMITS`, or those of an enclosing `applied()`."""
+    return _ACTIVE.get() or LIMITS
+
+
+@contextlib.contextmanager
+def applied(limits: Limits) -> Iterator[Limits]:
+    """Validate models against `limits` inside the block (the CLI's --max-params, a test's)."""
+    token = _ACTIVE.set(limits)
+    try:
+        yield limits
+    finally:
+        _ACTIVE.reset(token)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig, TrainConfig, check_train_limits
+from .config import ConfigError, ModelConfig, TrainConfig, check_model_limits, check_train_limits
 from .device import resolve
 from .limits import LIMITS, LimitError
 from .loop import Loop, TrainResult, autocast_for, lr_at, make_optimizer, seeded_model, use_channels_last
@@ -34,7 +34,8 @@ def model_for_dataset(cfg: ModelConfig, dataset: str, keep: Sequence[str] = ()) 
 
 
 def check_limits(model_cfg: ModelConfig, train_cfg: TrainConfig, limits: Any = LIMITS) -> None:
-    """Steps, batch and estimated training memory against the server's limits, before any work."""
+    """Model size, steps, batch and estimated training memory against `limits`, before any work."""
+    check_model_limits(model_cfg, limits)  # again: the model was validated against the default limits
     check_train_limits(train_cfg, limits)
     mb = estimate(model_cfg).train_memory_bytes(train_cfg.batch_size) / 2**20
     if mb > limits.max_train_memory_mb:
@@ -53,19 +54,20 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, callbacks: Sequence[An
     """
     check_limits(model_cfg, train_cfg, limits)
     dataset, dev = load_for(model_cfg, train_cfg, dataset=dataset, device=device, data_root=data_root,
-                            download=download, progress=progress)
+                            download=download, progress=progress, max_download_mb=limits.max_download_mb)
     return Loop(model_cfg, train_cfg, callbacks, dataset, dev).run()
 
 
 def load_for(model_cfg: ModelConfig, train_cfg: TrainConfig, *, dataset: Any = None,
              device: str | torch.device | None = None, data_root: str | None = None, download: bool = False,
-             progress: Any = None) -> tuple[Any, torch.device]:
+             progress: Any = None, max_download_mb: int | None = None) -> tuple[Any, torch.device]:
     """The device and the dataset (loaded unless given) for a run, checked to fit `model_cfg`."""
     dev = torch.device(device) if device is not None else resolve(train_cfg.device)
     if dataset is None:
         from . import data
 
-        dataset = data.load(train_cfg.dataset, dev, root=data_root, download=download, progress=progress)
+        dataset = data.load(train_cfg.dataset, dev, root=data_root, download=download, progress=progress,
+                            max_download_mb=max_download_mb)
     if model_cfg.in_channels != dataset.in_channels:
         raise ConfigError("in_channels", model_cfg.in_channels,
                           f"{dataset.in_channels}, the channels of {train_cfg.dataset}'s images")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .batches import Batches
-from .config import ModelConfig, TrainConfig, check_train_limits
+from .config import ModelConfig, TrainConfig, check_model_limits, check_train_limits
 from .limits import LIMITS, LimitError
 from .loop import Clock, Diverged, Loop, Stopped, TrainResult, seeded_model
 from .probe import TrainingProbe
@@ -38,6 +38,8 @@ def twin_configs(cfg: ModelConfig) -> tuple[ModelConfig, ModelConfig]:
 
 def check_twin_limits(cfg: ModelConfig, train_cfg: TrainConfig, limits: Any = LIMITS) -> None:
     """As train.check_limits, with the memory of both nets counted: they train side by side."""
+    for c in twin_configs(cfg):
+        check_model_limits(c, limits)
     check_train_limits(train_cfg, limits)
     mb = sum(estimate(c).train_memory_bytes(train_cfg.batch_size) for c in twin_configs(cfg)) / 2**20
     if mb > limits.max_train_memory_mb:
@@ -73,7 +75,7 @@ def train_twins(model_cfg: ModelConfig, train_cfg: TrainConfig, residual_callbac
     check_twin_limits(model_cfg, train_cfg, limits)
     residual_cfg, plain_cfg = twin_configs(model_cfg)
     dataset, dev = load_for(residual_cfg, train_cfg, dataset=dataset, device=device, data_root=data_root,
-                            download=download, progress=progress)
+                            download=download, progress=progress, max_download_mb=limits.max_download_mb)
     clock = Clock()
     lanes = [Loop(residual_cfg, train_cfg, residual_callbacks, dataset, dev, clock),
              Loop(plain_cfg, train_cfg, plain_callbacks, dataset, dev, clock)]

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from resnet_core import runs
+from resnet_core import data, runs
 from resnet_core.jobs import Job, JobManager
 
 _HISTORY = "_live_history"
@@ -21,7 +21,18 @@ _HISTORY = "_live_history"
 def manager() -> JobManager:
     """One manager per server process, shared by every browser session."""
     _limit_cpu_threads()
-    return JobManager(root=runs.default_root())
+    return JobManager(root=runs.default_root(), data_root=data.data_root(), idle_s=_idle_s())
+
+
+def _idle_s() -> float:
+    """Seconds a job may go unwatched before the idle rule stops it: RESNET_JOB_IDLE_S, else 600."""
+    import os
+
+    try:
+        value = float(os.environ.get("RESNET_JOB_IDLE_S", ""))
+    except ValueError:
+        return 600.0
+    return value if 0 < value < 1e7 else 600.0
 
 
 def _limit_cpu_threads() -> None:

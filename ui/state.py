@@ -42,22 +42,28 @@ class Field:
             else:
                 raise ValueError("true or false")
         elif isinstance(d, int):
-            value = int(raw)
+            value = _number(int, raw, self._range("a whole number"))
         elif isinstance(d, float):
-            value = float(raw)
+            value = _number(float, raw, self._range("a number"))
             if value != value:  # NaN
-                raise ValueError("a number")
+                raise ValueError(self._range("a number" if isinstance(self.default, float) else "a whole number"))
         elif isinstance(d, tuple):
-            value = tuple(int(v) for v in raw.split(",") if v.strip())
+            value = tuple(_number(int, v, "whole numbers separated by commas") for v in raw.split(",") if v.strip())
         else:
             value = raw
         if self.options is not None and value not in self.options:
             raise ValueError("one of " + ", ".join(map(str, self.options)))
         if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
-            raise ValueError(f"from {self.lo} to {self.hi}")
+            raise ValueError(self._range("a number" if isinstance(self.default, float) else "a whole number"))
         if self.check is not None and not self.check(value):
             raise ValueError("a valid value")
         return value
+
+    def _range(self, what: str) -> str:
+        if self.lo is None and self.hi is None:
+            return what
+        return f"{what} from {self.lo:g} to {self.hi:g}" if isinstance(self.default, float) else \
+            f"{what} from {self.lo} to {self.hi}"
 
     def format(self, value: Any) -> str:
         if isinstance(value, bool):
@@ -65,6 +71,25 @@ class Field:
         if isinstance(value, tuple):
             return ",".join(map(str, value))
         return str(value)
+
+
+def _number(kind: type, raw: str, allowed: str) -> Any:
+    """int(raw) or float(raw), with the allowed values as the error (not Python's own wording)."""
+    try:
+        return kind(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(allowed) from None
+
+
+def md_code(text: str) -> str:
+    """`text` as a markdown code span: shown literally (no links, colours, icons or HTML)."""
+    text = " ".join(str(text).split())  # a code span is one line
+    run, longest = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
 
 
 def _run_through_app() -> None:
@@ -122,5 +147,6 @@ def publish(fields: Sequence[Field]) -> None:
 
 
 def show_notes(notes: list[str]) -> None:
+    # A note repeats what a stranger put in the URL: shown as code, it can never be a link or markup.
     for n in notes:
-        st.warning(n, icon="⚠️")
+        st.warning(md_code(n), icon="⚠️")
