@@ -10,7 +10,7 @@ from resnet_core.figures.diagram import architecture_figure
 from resnet_core.figures.training import curves_figure, heatmap_figure, log_ratio_heatmap, shared_zrange
 from resnet_core.limits import LIMITS
 from ui import live, state
-from ui.runs_view import Catalogue, catalogue, download_row, import_upload, md_code, option_label, view
+from ui.runs_view import Catalogue, catalogue, download_row, import_upload, md_code, option_labels, view
 
 PAGE = "compare"
 KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",
@@ -225,12 +225,12 @@ seed_selection(cat)
 picker = st.container()  # drawn above the upload box, filled after it: an upload adds to the picker's value
 upload_box()
 cat = catalogue()  # an upload just now is a new record
-uploaded = ss.get("cmp_uploaded", set())
+labels = option_labels(cat, ss.get("cmp_uploaded", set()))
 with picker:
     for note in ss.get("cmp_link_notes", []):
         st.warning(note, icon=":material/link_off:")
     st.multiselect("Runs to compare", list(cat.records), key="cmp_pick", max_selections=compare.MAX_RUNS,
-                   format_func=lambda n: option_label(cat, n, uploaded), placeholder="Choose runs (newest first)")
+                   format_func=labels.get, placeholder="Choose runs (newest first)")
     damaged_list(cat)
     if cat.queued:
         st.caption(f"{cat.queued} queued job{'s' * (cat.queued > 1)} will appear here once they start.")

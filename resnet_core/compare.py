@@ -55,7 +55,8 @@ def from_record(rec: RunRecord) -> RunView:
     if rec.metrics is not None:
         view.metrics = rec.metrics
     if rec.grads is not None:
-        view.grads = rec.grads
+        # Categories: a cached view is copied (pickled) on every page run, ~10x faster than strings.
+        view.grads = rec.grads.astype({"layer": "category", "kind": "category"})
     return view
 
 

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import math
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -191,6 +192,17 @@ def test_kind_switch_and_scrubber_move_cursor_and_recolour(two):
     at.slider(key="cmp_step").set_value(12)  # between plain's logged steps 10 and 15
     rerun(at)
     assert charts(at)["cmp_diagram_1"]["layout"]["title"]["text"].endswith("step 10")
+
+
+def test_runs_with_the_same_label_and_time_stay_apart(two, root):
+    shutil.copytree(root / two[0], root / f"{two[0]}-imported-abc123")  # e.g. a record uploaded twice
+    copy = f"{two[0]}-imported-abc123"
+    at = open_page(cmp_runs=f"{two[0]},{copy}")
+    rerun(at)  # widget values come back from the browser by their labels: equal labels would merge them
+    pick = at.multiselect(key="cmp_pick")
+    assert pick.value == [two[0], copy] and len(set(pick.options)) == 3
+    assert len(table_of(at)) == 2 and table_of(at)["run"].is_unique
+    assert at.selectbox(key="cmp_a").value == two[0] and at.selectbox(key="cmp_b").value == copy
 
 
 def test_log_ratio_of_the_chosen_pair(two):

@@ -187,11 +187,11 @@ def test_share_diagram_scale_puts_two_diagrams_on_one_scale(two_runs):
 def test_zip_export_import_round_trip(two_runs, tmp_path):
     original = two_runs[0]
     data = runzip.export_zip(original.path)
-    back = runzip.import_zip(data, tmp_path / "elsewhere")
-    assert back.damaged is None and back.name == original.name
+    back = compare.from_record(runzip.import_zip(data, tmp_path / "elsewhere"))
+    assert back.damaged is None and back.name == original.name and back.path.parent == tmp_path / "elsewhere"
     pd.testing.assert_frame_equal(back.metrics, original.metrics)
     pd.testing.assert_frame_equal(back.grads, original.grads)
-    assert compare.final_table([compare.from_record(back)], ["x"]).equals(compare.final_table([original], ["x"]))
+    assert compare.final_table([back], ["x"]).equals(compare.final_table([original], ["x"]))
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

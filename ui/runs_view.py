@@ -88,14 +88,19 @@ def catalogue() -> Catalogue:
     return cat
 
 
-def option_label(cat: Catalogue, name: str, uploaded: set[str]) -> str:
-    """What the run picker shows for a run (plain text: option labels are not markdown)."""
-    rec = cat.records[name]
-    job = cat.jobs.get(name)
-    status = job.state if job is not None else rec.status
-    when = str(rec.meta.get("started_at", ""))[:16].replace("T", " ")
-    extra = " · uploaded" if name in uploaded else ""
-    return f"{rec.label} · {status} · {when}{extra}"
+def option_labels(cat: Catalogue, uploaded: set[str]) -> dict[str, str]:
+    """What the run picker shows for each run: plain text (option labels are not markdown), and unique,
+    because Streamlit tells a multiselect's options apart by their labels."""
+    labels = {}
+    for name, rec in cat.records.items():
+        job = cat.jobs.get(name)
+        status = job.state if job is not None else rec.status
+        when = str(rec.meta.get("started_at", ""))[:16].replace("T", " ")
+        labels[name] = f"{rec.label} · {status} · {when}" + (" · uploaded" if name in uploaded else "")
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {n: label if counts[label] == 1 else f"{label} · {n}" for n, label in labels.items()}
 
 
 def view(cat: Catalogue, name: str) -> RunView:
