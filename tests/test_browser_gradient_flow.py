@@ -27,10 +27,10 @@ def open_gradient_flow(tab, query: str = "") -> None:
     tab.goto(f"{tab.base_url}/gradient-flow{query}")
     wait_for_app(tab)
     tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=60_000)
-    # On a freshly started server, the first visit straight to a page's URL gets Streamlit's
-    # "Page not found" dialog (its pages/-folder mode answers before app.py's st.navigation has
-    # registered the pages) although the right page then runs. Close it, so the widgets behind
-    # it can be clicked; the dialog is an app.py/router matter, not this page's.
+    # Before ui.state.restore learnt to rerun such visits through app.py, the first visit to a
+    # fresh server straight at a page's URL got Streamlit's "Page not found" dialog over the right
+    # page. Should it come back, close it so the widgets behind it can be clicked (the router's
+    # matter, not this page's).
     dialog = tab.get_by_role("dialog").filter(has_text="Page not found")
     if dialog.count():
         tab.keyboard.press("Escape")
