@@ -10,7 +10,7 @@ from resnet_core.figures.diagram import architecture_figure
 from resnet_core.figures.training import curves_figure, heatmap_figure, log_ratio_heatmap, shared_zrange
 from resnet_core.limits import LIMITS
 from ui import live, state
-from ui.runs_view import Catalogue, catalogue, download_row, import_upload, md_code, option_labels, view
+from ui.runs_view import Catalogue, block_range, catalogue, download_row, import_upload, md_code, option_labels, view
 
 PAGE = "compare"
 KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",
@@ -106,10 +106,10 @@ def params_of(cfg) -> int | None:
     return compare.params_of(cfg)
 
 
-def heatmaps(views, names, kind: str, step: int | None) -> None:
+def heatmaps(cat: Catalogue, views, names, kind: str, step: int | None) -> None:
     zrange = shared_zrange(*(v.grads for v in views), kind=kind)
-    series = [compare.block_series(v.grads, kind, v.blocks) for v in views]
-    diagram_range = compare.value_range(series)
+    ranges = [r for r in (block_range(cat, v, kind) for v in views) if r is not None]
+    diagram_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
     for start in range(0, len(views), PER_ROW):
         cols = st.columns(min(PER_ROW, len(views)))
         for col, i in zip(cols, range(start, min(start + PER_ROW, len(views))), strict=False):
@@ -198,7 +198,7 @@ def views_section(cat: Catalogue, names_picked: list[str], refreshing: bool = Fa
     st.subheader("Gradients, one colour scale for all runs")
     kind = st.radio("Quantity", tuple(KIND_LABELS), key="cmp_kind", format_func=KIND_LABELS.get, horizontal=True)
     step = scrubber(views)
-    heatmaps(views, names, kind, step)
+    heatmaps(cat, views, names, kind, step)
     st.caption("Heatmaps: layers (input at the bottom) by step, coloured by log10 of the quantity; every heatmap "
                "uses the same colours for the same values, and so do the diagrams. The line marks the scrubber's "
                "step.")

@@ -112,6 +112,21 @@ def view(cat: Catalogue, name: str) -> RunView:
     return _load(str(path), _stamp(path))
 
 
+# Per record and kind: the range a diagram's colours span over the whole run (all steps, all blocks).
+@st.cache_data(max_entries=256, show_spinner=False)
+def _block_range(path: str, stamp: int, kind: str) -> tuple[float, float] | None:
+    v = _load(path, stamp)
+    return compare.value_range([compare.block_series(v.grads, kind, v.blocks)])
+
+
+def block_range(cat: Catalogue, v: RunView, kind: str) -> tuple[float, float] | None:
+    """(smallest, largest) per-block value of `kind` over the run; cached for records, fresh for live jobs."""
+    job = cat.jobs.get(v.name)
+    if (job is not None and not job.done) or v.path is None:
+        return compare.value_range([compare.block_series(v.grads, kind, v.blocks)])
+    return _block_range(str(v.path), _stamp(v.path), kind)
+
+
 def job_view(job: Job) -> RunView:
     h = live.history(job)
     metrics = h.metrics
