@@ -18,7 +18,8 @@ from typing import Any
 import streamlit as st
 
 _SHADOW = "_kept_"
-_SEEN = "_url_read_for_"
+_SEEN = "_url_written_by_"
+_PAGE = "_url_page"
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,16 @@ def restore(page: str, fields: Sequence[Field]) -> list[str]:
     _run_through_app()
     notes: list[str] = []
     ss = st.session_state
-    first_visit_with_url = not ss.get(_SEEN + page, False)
-    ss[_SEEN + page] = True
     params = st.query_params
+    # The URL is read when it says something this page did not write itself: a first visit
+    # by a link, or a link (a classroom preset) followed from another page. Otherwise it
+    # still holds the values of the run before a widget change, which must not undo it.
+    ss[_PAGE] = page
+    ours = {f.key for f in fields}
+    outside = {k: params.get(k) for k in params if k in ours}
+    from_link = bool(outside) and outside != ss.get(_SEEN + page)
     for f in fields:
-        if first_visit_with_url and f.key in params:
+        if from_link and f.key in params:
             raw = params.get(f.key, "")
             try:
                 ss[f.key] = f.parse(raw)
@@ -142,6 +148,7 @@ def publish(fields: Sequence[Field]) -> None:
         if f.key in ss:
             ss[_SHADOW + f.key] = ss[f.key]
             query[f.key] = f.format(ss[f.key])
+    ss[_SEEN + ss.get(_PAGE, "")] = query
     if dict(st.query_params) != query:
         st.query_params.from_dict(query)
 
