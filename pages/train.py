@@ -12,17 +12,13 @@ from resnet_core import data, runs
 from resnet_core.anatomy import describe
 from resnet_core.config import ConfigError, ModelConfig, make_train_config
 from resnet_core.device import DEVICES
-from resnet_core.figures.diagram import architecture_figure
-from resnet_core.figures.training import curves_figure, heatmap_figure
 from resnet_core.limits import LIMITS, LimitError
 from resnet_core.size import train_seconds_estimate
 from resnet_core.train import DATASET_SHAPES
-from ui import live, state
+from ui import live, state, train_view
 from ui.controls import model_controls, model_fields
 
 PAGE, P = "train", "tr_"
-KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",
-               "update_ratio": "update ratio ‖ΔW‖/‖W‖"}
 TRAIN_FIELDS = [
     state.Field("tr_dataset", data.DEFAULT, options=data.DATASETS),
     state.Field("tr_steps", 300, lo=1, hi=LIMITS.max_steps),
@@ -32,12 +28,13 @@ TRAIN_FIELDS = [
     state.Field("tr_schedule", "onecycle", options=("onecycle", "cosine", "constant")),
     state.Field("tr_seed", 0, lo=0, hi=2**31 - 1),
     state.Field("tr_device", "auto", options=DEVICES),
-    state.Field("tr_kind", "weight_grad", options=tuple(KIND_LABELS)),
+    state.Field("tr_kind", "weight_grad", options=tuple(train_view.KIND_LABELS)),
     state.Field("tr_show_bn", False),
+    state.Field("tr_twin", False),
+    state.Field("tr_scrub", 0, lo=0, hi=LIMITS.max_steps),  # 0: follow the latest logged step
     state.Field("tr_job", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}", v) is not None),
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
-PLOT = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 ss = st.session_state
 
 
@@ -75,61 +72,27 @@ def train_config():
 
 
 def start(cfg: ModelConfig) -> None:
+    where = {"owner": live.session_owner(), "data_root": ss.get("tr_data_root") or None,
+             "download": bool(ss.get("tr_download"))}
     try:
         tcfg = train_config()
-        job_id = live.manager().submit(cfg, tcfg, owner=live.session_owner(), label=_label(cfg, tcfg),
-                                       data_root=ss.get("tr_data_root") or None,
-                                       download=bool(ss.get("tr_download")))
+        if ss.get("tr_twin"):
+            job_id, _ = live.manager().submit_twins(cfg, tcfg, labels=(_label(cfg.residual_twin(), tcfg, " · twin"),
+                                                                       _label(cfg.plain_twin(), tcfg, " · twin")),
+                                                    **where)
+        else:
+            job_id = live.manager().submit(cfg, tcfg, label=_label(cfg, tcfg), **where)
     except (ConfigError, LimitError, ValueError, RuntimeError) as e:
         ss["tr_error"] = str(e)
         return
     ss["tr_error"] = ""
     ss["tr_job"] = job_id
+    ss["tr_scrub"] = 0  # a new run: the scrubber follows its latest step
 
 
-def _label(cfg: ModelConfig, tcfg) -> str:
+def _label(cfg: ModelConfig, tcfg, suffix: str = "") -> str:
     net = f"{'resnet' if cfg.skip else 'plain'}{cfg.depth}"
-    return f"{net} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}"
-
-
-def status_row(snap: dict) -> None:
-    rate = snap["samples_per_s"]
-    place = snap["queue_place"]
-    eta = live.fmt_eta(snap["eta_s"]) if snap["state"] in ("running", "paused") else "–"
-    cells = [("State", snap["state"]), ("Step", f"{snap['step']:,} / {snap['steps']:,}"),
-             ("Samples/s", f"{rate:,.0f}" if rate == rate else "–"), ("ETA", eta),
-             ("Device", snap["device"] or "–"), ("Queue place", str(place) if place else "–")]
-    for col, (name, value) in zip(st.columns(len(cells)), cells, strict=True):
-        col.markdown(f"<small>{name}</small><br>**{value}**", unsafe_allow_html=True)
-    if snap["message"]:
-        (st.error if snap["state"] in ("failed", "diverged") else st.info)(snap["message"])
-
-
-def live_view() -> None:
-    job = live.manager().get(ss.get("tr_job", ""))
-    if job is None:
-        return
-    snap = job.snapshot()
-    status_row(snap)
-    h = live.history(job)
-    st.plotly_chart(curves_figure(h.metrics), key="tr_curves", config=PLOT, width="stretch")
-    c1, c2 = st.columns([3, 1])
-    kind = c1.radio("Heatmap", tuple(KIND_LABELS), key="tr_kind", format_func=KIND_LABELS.get, horizontal=True)
-    show_bn = c2.toggle("BatchNorm layers", key="tr_show_bn", disabled=kind == "act_grad",
-                        help="BatchNorm scales have gradients of another size than convolutions; "
-                             "hidden by default so the rows compare like with like.")
-    if kind == "act_grad":
-        order = job.blocks
-    else:
-        order = [n for n in job.layers if show_bn or ".bn" not in n and n != "bn1" and "downsample.1" not in n]
-    st.plotly_chart(heatmap_figure(h.grads, kind, order), key="tr_heatmap", config=PLOT, width="stretch")
-    values = live.block_values(h.grads, kind, job.blocks)
-    st.plotly_chart(architecture_figure(job.model_cfg, describe(job.model_cfg), block_values=values,
-                                        title="Latest step, coloured by " + KIND_LABELS[kind]),
-                    key="tr_diagram", config=PLOT, width="stretch")
-    if job.done and ss.get("tr_was_active"):
-        ss["tr_was_active"] = False
-        st.rerun()  # a full rerun switches the once-a-half-second refresh off
+    return f"{net} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}{suffix}"
 
 
 def runs_table() -> None:
@@ -160,11 +123,18 @@ cfg = model_controls(P, fixed={"in_channels": c, "image_size": s, "num_classes":
 training_controls()
 state.publish(FIELDS)
 if cfg is None:
-    st.info("Fix the model settings in the sidebar to train.", icon="👈")
+    st.info("Fix the model settings in the sidebar to train.", icon=":material/arrow_back:")
     st.stop()
 
-job = live.manager().get(ss.get("tr_job", ""))
-active = job is not None and not job.done
+st.toggle("Train the plain twin beside it (lockstep)", key="tr_twin",
+          help="Trains this net with skip connections and without, side by side: same seed, same starting "
+               "weights wherever the layers are the same, the same batches in the same order. Only the "
+               "skips differ, so every difference you see is theirs. Takes about twice as long.")
+if ss.tr_twin and not cfg.skip:
+    st.caption("The net in the sidebar has its skips off: the twin run trains it beside its residual twin.")
+shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
+active = train_view.active(shown)
+job = next((j for j in shown if not j.done), shown[0] if shown else None)  # twins: pause and stop act on both
 b = st.columns([1, 1, 1, 4])
 b[0].button("Start", icon=":material/play_arrow:", key="tr_start", type="primary", disabled=active,
             on_click=start, args=(cfg,))
@@ -175,21 +145,22 @@ else:
                 on_click=job.pause if job else None)
 b[2].button("Stop", icon=":material/stop:", key="tr_stop", disabled=not active, on_click=job.stop if job else None)
 if ss.get("tr_error"):
-    st.error(ss["tr_error"], icon="🚫")
+    st.error(ss["tr_error"], icon=":material/block:")
 
 est = train_seconds_estimate(flops(cfg), int(ss.tr_batch_size), int(ss.tr_steps), ss.tr_device)
+est *= 2 if ss.tr_twin else 1  # twins: two nets train each step
 if est > 300:
     st.warning(f"On this machine's CPU this run would take about {est / 60:,.0f} minutes. "
                f"Try fewer steps (about {max(1, int(ss.tr_steps * 120 / est))} fit in two minutes), "
-               "a smaller batch, or a smaller net.", icon="⏳")
+               "a smaller batch, or a smaller net.", icon=":material/hourglass_top:")
 
-job = live.manager().get(ss.get("tr_job", ""))
-if job is None:
+shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
+if not shown:
     st.info("Press **Start** to train. The default, ResNet-20 on the embedded MNIST digits, "
-            "takes about a minute on a laptop CPU.", icon="▶")
-elif not job.done:
+            "takes about a minute on a laptop CPU.", icon=":material/play_arrow:")
+elif train_view.active(shown):
     ss["tr_was_active"] = True
-    st.fragment(run_every=0.5)(live_view)()
+    st.fragment(run_every=0.5)(train_view.live_view)(shown[0].id, FIELDS)
 else:
-    live_view()
+    train_view.live_view(shown[0].id, FIELDS)
 runs_table()

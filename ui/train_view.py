@@ -1,0 +1,160 @@
+"""The Train page's live view: one run, or a residual net and its plain twin side by side, and the
+time scrubber that replays how their gradients changed. Drawn inside the page's fragment, which
+reruns every half second while a run trains.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from resnet_core import compare
+from resnet_core.anatomy import describe
+from resnet_core.config import ModelConfig
+from resnet_core.figures.diagram import architecture_figure
+from resnet_core.figures.training import curves_figure, heatmap_figure, log_ratio_heatmap, shared_zrange
+from resnet_core.jobs import Job
+from ui import live, state
+
+KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",
+               "update_ratio": "update ratio ‖ΔW‖/‖W‖"}
+SHORT = {"weight_grad": "‖∂L/∂W‖", "act_grad": "‖∂L/∂h‖", "update_ratio": "‖ΔW‖/‖W‖"}
+NAMES = {"residual": "Residual net", "plain": "Plain twin"}
+ss = st.session_state
+
+
+def plot_config(name: str) -> dict:
+    """The chart's own camera button saves a PNG at twice the screen resolution."""
+    return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": f"train-{name}"}}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def anatomy(cfg: ModelConfig):
+    return describe(cfg)
+
+
+def family(job: Job) -> str:
+    return "residual" if job.model_cfg.skip else "plain"
+
+
+def jobs_shown(job: Job | None) -> list[Job]:
+    """The followed job, or both twins (residual first) when it has one."""
+    if job is None:
+        return []
+    twin = live.manager().get(job.twin) if job.twin else None
+    if twin is None:
+        return [job]
+    return sorted([job, twin], key=lambda j: family(j) != "residual")
+
+
+def active(jobs: list[Job]) -> bool:
+    return any(not j.done for j in jobs)
+
+
+def status_row(snap: dict, name: str | None = None) -> None:
+    rate = snap["samples_per_s"]
+    place = snap["queue_place"]
+    eta = live.fmt_eta(snap["eta_s"]) if snap["state"] in ("running", "paused") else "–"
+    cells = [("State", snap["state"]), ("Step", f"{snap['step']:,} / {snap['steps']:,}"),
+             ("Samples/s", f"{rate:,.0f}" if rate == rate else "–"), ("ETA", eta),
+             ("Device", snap["device"] or "–"), ("Queue place", str(place) if place else "–")]
+    if name:
+        cells.insert(0, ("Net", name))
+    for col, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
+        col.markdown(f"<small>{label}</small><br>**{value}**", unsafe_allow_html=True)
+    if snap["message"]:
+        (st.error if snap["state"] in ("failed", "diverged") else st.info)(
+            f"{name}: {snap['message']}" if name else snap["message"])
+
+
+def layer_order(job: Job, kind: str, show_bn: bool) -> list[str]:
+    if kind == "act_grad":
+        return list(job.blocks)
+    return [n for n in job.layers if show_bn or ".bn" not in n and n != "bn1" and "downsample.1" not in n]
+
+
+def scrubber(jobs: list[Job], grads: list[pd.DataFrame]) -> int | None:
+    """The time scrubber: a step between 1 and the run's last; while a run trains it follows the latest
+    logged step until moved. Its range is the whole run from the start, so the slider stays the same
+    widget as steps arrive (a new range would make a new widget and drop a drag in progress)."""
+    logged = [int(g["step"].max()) for g in grads if len(g)]
+    if not logged:
+        return None
+    latest, last = max(logged), max(j.train_cfg.steps for j in jobs)
+    if last <= 1:
+        return latest
+    now = int(ss.get("tr_scrub", 0))
+    if not 1 <= now <= last or now == ss.get("tr_scrub_latest"):  # 0 (the default), or following: follow
+        ss["tr_scrub"] = latest
+    ss["tr_scrub_latest"] = latest
+    step = st.slider("Time scrubber: step", 1, last, key="tr_scrub",
+                     help="Moves the cursor on the heatmaps and recolours the diagram with the gradients of the "
+                          "last step logged at or before it. While the run trains it follows the latest step "
+                          "until you move it; move it back to the end to follow again.")
+    return min(step, latest)
+
+
+def diagrams(jobs: list[Job], grads: list[pd.DataFrame], kind: str, step: int | None) -> None:
+    """Each net's diagram coloured by the chosen step's gradients, on one colour scale for all steps and nets."""
+    series = [compare.block_series(g, kind, j.blocks) for j, g in zip(jobs, grads, strict=True)]
+    zrange = compare.value_range(series)
+    cols = st.columns(len(jobs))
+    for col, job, g in zip(cols, jobs, grads, strict=True):
+        at = compare.step_at(g, kind, step) if step is not None else None
+        values = live.block_values(g, kind, job.blocks, step=at) if at is not None else {}
+        who = f"{NAMES[family(job)]} · " if len(jobs) > 1 else ""
+        title = f"{who}step {at:,}, coloured by {SHORT[kind]}" if at is not None else "no gradients logged yet"
+        fig = architecture_figure(job.model_cfg, anatomy(job.model_cfg), block_values=values, title=title,
+                                  value_label=SHORT[kind] + " per block", max_per_row=6 if len(jobs) > 1 else None)
+        compare.share_diagram_scale(fig, zrange)
+        suffix = "" if family(job) == "residual" or len(jobs) == 1 else "_plain"
+        col.plotly_chart(fig, key=f"tr_diagram{suffix}", config=plot_config(f"diagram{suffix}"), width="stretch")
+
+
+def heatmaps(jobs: list[Job], grads: list[pd.DataFrame], kind: str, show_bn: bool, step: int | None) -> None:
+    if len(jobs) == 1:
+        fig = heatmap_figure(grads[0], kind, layer_order(jobs[0], kind, show_bn), cursor_step=step)
+        st.plotly_chart(fig, key="tr_heatmap", config=plot_config("heatmap"), width="stretch")
+        return
+    zrange = shared_zrange(*grads, kind=kind)  # one colour scale: the same colour is the same value in both
+    for col, job, g in zip(st.columns(2), jobs, grads, strict=True):
+        fig = heatmap_figure(g, kind, layer_order(job, kind, show_bn), zrange=zrange, cursor_step=step)
+        fig.update_layout(title={"text": NAMES[family(job)], "font": {"size": 14}, "x": 0.01},
+                          margin={"t": 60, "l": 90})
+        key = "tr_heatmap" if family(job) == "residual" else "tr_heatmap_plain"
+        col.plotly_chart(fig, key=key, config=plot_config(key[3:]), width="stretch")
+    plain_rows = set(layer_order(jobs[1], kind, show_bn))
+    common = [n for n in layer_order(jobs[0], kind, show_bn) if n in plain_rows]
+    st.markdown(f"**Log ratio, residual over plain** · {SHORT[kind]}")
+    fig = log_ratio_heatmap(grads[0], grads[1], kind, common, cursor_step=step, names=("residual", "plain"))
+    st.plotly_chart(fig, key="tr_ratio", config=plot_config("log-ratio"), width="stretch")
+    st.caption(f"log10 of the residual net's {SHORT[kind]} divided by the plain twin's, layer by layer and step by "
+               "step: blue where the residual net's is larger, red where the plain net's is, white where they "
+               "are equal. Both nets started from the same weights and see the same batches.")
+
+
+def live_view(job_id: str, fields: list[state.Field]) -> None:
+    """Status, curves, heatmaps, scrubber and diagrams of the followed run (and its twin)."""
+    jobs = jobs_shown(live.manager().get(job_id))
+    if not jobs:
+        return
+    twins = len(jobs) > 1
+    for job in jobs:
+        status_row(job.snapshot(), NAMES[family(job)] if twins else None)
+    histories = [live.history(job) for job in jobs]
+    metrics = (pd.concat([h.metrics.assign(run=family(j)) for j, h in zip(jobs, histories, strict=True)],
+                         ignore_index=True) if twins else histories[0].metrics)
+    st.plotly_chart(curves_figure(metrics), key="tr_curves", config=plot_config("curves"), width="stretch")
+    c1, c2 = st.columns([3, 1])
+    kind = c1.radio("Heatmap", tuple(KIND_LABELS), key="tr_kind", format_func=KIND_LABELS.get, horizontal=True)
+    show_bn = c2.toggle("BatchNorm layers", key="tr_show_bn", disabled=kind == "act_grad",
+                        help="BatchNorm scales have gradients of another size than convolutions; "
+                             "hidden by default so the rows compare like with like.")
+    grads = [h.grads for h in histories]
+    step = scrubber(jobs, grads)
+    heatmaps(jobs, grads, kind, show_bn, step)
+    diagrams(jobs, grads, kind, step)
+    state.publish(fields)  # in a fragment rerun the widgets above changed without the page's own publish
+    if not active(jobs) and ss.get("tr_was_active"):
+        ss["tr_was_active"] = False
+        st.rerun()  # a full rerun switches the once-a-half-second refresh off
