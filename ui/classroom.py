@@ -1,0 +1,92 @@
+"""Classroom demos: named links that set every widget of a page at once.
+
+Each demo is a page and a full query string (every field of that page), so following
+it reproduces exactly the view its caption describes; ui.state.restore applies a link's
+values even when the page was open before. Captions state only what the app then
+measures: tests/test_classroom.py checks each against live figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from resnet_core.config import preset
+from ui.controls import field_values
+from ui.state import Field
+
+
+@dataclass(frozen=True)
+class Demo:
+    key: str  # stable name, also used in tests
+    title: str
+    caption: str  # what to notice; true of what the app measures
+    page: str  # page file
+    query: dict[str, str]  # every widget of the page
+
+
+def _fmt(values: dict[str, Any]) -> dict[str, str]:
+    return {k: Field(k, v).format(v) for k, v in values.items()}
+
+
+def _gradflow(**overrides: Any) -> dict[str, str]:
+    values = {"gf_depth": 56, "gf_nets": "both", "gf_bn": False, "gf_activation": "relu", "gf_style": "post",
+              "gf_init": "default", "gf_zero_init": False, "gf_seed": 0, "gf_kind": "activation"}
+    return _fmt({**values, **overrides})
+
+
+def _model(prefix: str, name: str) -> dict[str, Any]:
+    return {prefix + "preset": name, **{prefix + k: v for k, v in field_values(preset(name)).items()}}
+
+
+def _architecture(name: str, compare_plain: bool = False) -> dict[str, str]:
+    return _fmt({**_model("arch_", name), "arch_compare_plain": compare_plain, "arch_table_level": "block"})
+
+
+def _train(name: str, **overrides: Any) -> dict[str, str]:
+    values = {**_model("tr_", name), "tr_dataset": "mnist-5k", "tr_steps": 200, "tr_batch_size": 64,
+              "tr_optimizer": "sgd", "tr_lr": 0.1, "tr_schedule": "onecycle", "tr_seed": 0, "tr_device": "auto",
+              "tr_kind": "weight_grad", "tr_show_bn": False, "tr_twin": False, "tr_scrub": 0}
+    values.update(tr_in_channels=1, tr_image_size=28, tr_num_classes=10)  # the dataset's, as the page pins them
+    return _fmt({**values, **overrides})
+
+
+DEMOS: tuple[Demo, ...] = (
+    Demo("vanishing", "Vanishing gradients in ten seconds",
+         "56 layers, ReLU, no BatchNorm: the plain net's first block gets less than 10⁻¹⁵ of the gradient "
+         "its last block gets; with skip connections it keeps about half.",
+         "pages/gradient_flow.py", _gradflow()),
+    Demo("clean-path", "Why the skip path must stay clean",
+         "Sigmoid, no BatchNorm, 20 layers, post-activation blocks: even with skips the first block gets "
+         "only a few millionths of the last block's gradient, because a sigmoid squashes the sum after "
+         "every addition.",
+         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid")),
+    Demo("clean-path-pre", "… and with the skip path kept clean",
+         "The same net with pre-activation blocks (He et al. 2016b): nothing follows the addition, and the "
+         "residual net's first block gets about half of the last block's gradient again.",
+         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid", gf_style="pre")),
+    Demo("batchnorm", "BatchNorm changes the story",
+         "56 layers with BatchNorm: the plain net's gradient now grows towards the input (its first block "
+         "gets over a thousand times the last block's) instead of vanishing; the residual net stays within "
+         "a few tens. Plain nets still train worse as they get deeper: see the Degradation page.",
+         "pages/gradient_flow.py", _gradflow(gf_bn=True)),
+    Demo("bottleneck", "Basic vs bottleneck",
+         "ResNet-50 uses bottleneck blocks, 1x1-3x3-1x1: three convs a block, 1 + 48 + 1 = 50 layers and "
+         "25.6 M parameters. ResNet-34's basic blocks have two 3x3 convs: 1 + 32 + 1 = 34 layers, 21.8 M.",
+         "pages/architecture.py", _architecture("resnet50")),
+    Demo("twin56", "Plain vs residual at 56 layers",
+         "Trains ResNet-56 and its plain twin in lockstep, from the same initial weights on the same "
+         "batches, and shows their curves, their gradient heatmaps and the log-ratio of the two side by side.",
+         "pages/train.py", _train("resnet56", tr_twin=True)),
+)
+
+
+def demo_links(container: Any = None, captions: bool = True) -> None:
+    """A link per demo, each followed by what to notice."""
+    target = container if container is not None else st
+    for demo in DEMOS:
+        target.page_link(demo.page, label=demo.title, icon=":material/play_circle:", query_params=demo.query)
+        if captions:
+            target.caption(demo.caption)
