@@ -3,6 +3,7 @@
 import streamlit as st
 
 from resnet_core import device
+from ui.classroom import demo_links
 
 st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:", layout="wide")
 
@@ -12,6 +13,7 @@ PAGES = [
     st.Page("pages/gradient_flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("pages/degradation.py", title="Degradation", icon=":material/stacked_line_chart:", url_path="degradation"),
 ]
 
 page = st.navigation(PAGES)
@@ -31,4 +33,6 @@ st.sidebar.caption(
     "Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
     "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)"
 )
+with st.sidebar.expander("Classroom demos", icon=":material/school:"):
+    demo_links(captions=False)
 page.run()

@@ -87,6 +87,7 @@ def demo_links(container: Any = None, captions: bool = True) -> None:
     """A link per demo, each followed by what to notice."""
     target = container if container is not None else st
     for demo in DEMOS:
-        target.page_link(demo.page, label=demo.title, icon=":material/play_circle:", query_params=demo.query)
+        target.page_link(demo.page, label=demo.title, icon=":material/play_circle:", query_params=demo.query,
+                         help=None if captions else demo.caption)
         if captions:
             target.caption(demo.caption)
