@@ -91,6 +91,15 @@ def submit(manager: Any, exp: Degradation, owner: str = "local") -> list[str]:
     return manager.submit_group([(p.model, p.train, p.label) for p in plan(exp)], owner=owner)
 
 
+def estimate_seconds(exp: Degradation) -> float:
+    """Rough wall time of the whole experiment on a CPU like the reference one (size.py); 0 on a GPU."""
+    from .anatomy import describe
+    from .size import train_seconds_estimate
+
+    return sum(train_seconds_estimate(describe(p.model).total_flops, p.train.batch_size, p.train.steps, exp.device)
+               for p in plan(exp))
+
+
 # ---------------------------------------------------------------- results
 
 

@@ -1,0 +1,157 @@
+"""Degradation: plain and residual nets at several depths, one budget each, beside He et al. 2016."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import streamlit as st
+
+from resnet_core import experiments
+from resnet_core.config import ConfigError
+from resnet_core.experiments import DEPTH_CHOICES, Degradation
+from resnet_core.figures.degradation import degradation_figure
+from resnet_core.limits import LIMITS, LimitError
+from ui import live, state
+
+PAGE = "degradation"
+FIELDS = [
+    state.Field("dg_depths", experiments.DEFAULT_DEPTHS, check=lambda v: bool(v) and set(v) <= set(DEPTH_CHOICES)),
+    state.Field("dg_steps", Degradation.steps, lo=1, hi=LIMITS.max_steps),
+    state.Field("dg_batch_size", Degradation.batch_size, lo=1, hi=LIMITS.max_batch_size),
+    state.Field("dg_jobs", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}(,[0-9a-f]{16}){0,31}", v)),
+]
+PLOT = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "degradation"}}
+ss = st.session_state
+
+
+def experiment() -> Degradation:
+    return Degradation(depths=tuple(sorted(ss.dg_depths)), steps=int(ss.dg_steps), batch_size=int(ss.dg_batch_size))
+
+
+def start() -> None:
+    try:
+        ids = experiments.submit(live.manager(), experiment(), owner=live.session_owner())
+    except (ConfigError, LimitError, ValueError, RuntimeError) as e:
+        ss["dg_error"] = str(e)
+        return
+    ss["dg_error"] = ""
+    ss["dg_jobs"] = ",".join(ids)
+
+
+def stop(ids: list[str]) -> None:
+    for i in ids:
+        job = live.manager().get(i)
+        if job is not None and not job.done:
+            job.stop("the experiment was stopped")
+
+
+def table(ids: list[str]) -> pd.DataFrame:
+    """The experiment's rows; a job this server no longer holds keeps the row last seen (kept per session)."""
+    seen = ss.setdefault("dg_rows", {})
+    for i in ids:
+        job = live.manager().get(i)
+        if job is not None:
+            job.snapshot()  # being looked at: the idle rule leaves the experiment's jobs alone
+            seen[i] = experiments.job_row(job)
+    return experiments.results(seen[i] for i in ids if i in seen)
+
+
+def results_view(ids: list[str]) -> None:
+    tab = table(ids)
+    missing = len(ids) - len(tab)
+    if missing:
+        st.warning(f"{missing} run{'s' * (missing > 1)} of this experiment are no longer on this server "
+                   "(it restarted, or the link came from elsewhere).", icon=":material/link_off:")
+    if tab.empty:
+        return
+    done, total = experiments.progress(tab)
+    st.progress(done / total, text=f"{done} of {total} runs done")
+    running = tab[~tab["state"].isin(experiments.DONE)]
+    if len(running):
+        now = running.iloc[0]
+        st.caption(f":material/autorenew: {now['family']}-{now['depth']}: {now['state']}, step {now['step']:,} "
+                   f"of {now['steps']:,}. This view refreshes every second; the runs go on if you leave the page.")
+    steps = int(tab["steps"].max())
+    st.plotly_chart(degradation_figure(tab, steps=steps), key="dg_figure", config=PLOT, width="stretch")
+    st.caption("Coloured lines: our runs, measured here (final training loss = mean over the last tenth of the "
+               "steps; test error on the held-out digits). Black diamonds: **the paper's figures, not ours**: "
+               "He et al. 2016 (Table 6), ResNets trained for 64,000 steps on CIFAR-10, test error 8.75% (20 "
+               "layers), 7.51% (32), 7.17% (44), 6.97% (56), 6.43% (110). The paper reports its plain nets "
+               "only as curves (Fig. 6), where plain-56 ends with higher training and test error than plain-20: "
+               "deeper was worse. Our budget is far shorter and our digits far easier, so compare the shapes, "
+               "not the numbers.")
+    summary(tab)
+    shown = tab.assign(**{"test error": tab["test_error"], "train loss": tab["train_loss"]})
+    st.dataframe(shown[["family", "depth", "state", "step", "steps", "train loss", "test error"]],
+                 hide_index=True, width="stretch",
+                 column_config={"train loss": st.column_config.NumberColumn(format="%.4f"),
+                                "test error": st.column_config.NumberColumn(format="percent")})
+    if done == total and ss.get("dg_was_active"):
+        ss["dg_was_active"] = False
+        st.rerun()  # a full rerun switches the refresh off and enables Run again
+
+
+def summary(tab: pd.DataFrame) -> None:
+    """What the finished runs say, in words: the deepest net of each family against the shallowest."""
+    lines = []
+    for family in ("plain", "residual"):
+        rows = tab[(tab["family"] == family) & tab["train_loss"].map(math.isfinite)].sort_values("depth")
+        if len(rows) < 2:
+            continue
+        lo, hi = rows.iloc[0], rows.iloc[-1]
+        word = "higher" if hi["train_loss"] > lo["train_loss"] else "lower"
+        lines.append(f"- **{family}**: {family}-{hi['depth']} ended with a {word} training loss than "
+                     f"{family}-{lo['depth']} ({hi['train_loss']:.3f} vs {lo['train_loss']:.3f}); test error "
+                     f"{hi['test_error']:.1%} vs {lo['test_error']:.1%}.")
+    if lines:
+        st.markdown("**In these runs:**\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------- page
+
+notes = state.restore(PAGE, FIELDS)
+st.title("Degradation")
+st.caption("Is deeper always better? He et al. (2016) found that adding layers to a plain net made it worse, "
+           "even on its own training data, while residual nets kept improving with depth. Train both "
+           "families at several depths with the same short budget and see what happens here.")
+state.show_notes(notes)
+
+if "dg_pick" not in ss:
+    ss["dg_pick"] = list(ss.dg_depths)
+c1, c2, c3 = st.columns([2, 1, 1])
+c1.multiselect("Depths (layers, 6n+2)", DEPTH_CHOICES, key="dg_pick",
+               help="CIFAR layout of He et al.: 3 stages of 16/32/64 channels, n blocks each, zero-padding "
+                    "shortcuts (option A), so a plain net and a residual net of one depth have the same parameters.")
+c2.number_input("Steps each", 1, LIMITS.max_steps, step=50, key="dg_steps")
+c3.number_input("Batch size", 1, LIMITS.max_batch_size, step=16, key="dg_batch_size")
+if ss.dg_pick:
+    ss["dg_depths"] = tuple(sorted(ss.dg_pick))
+state.publish(FIELDS)
+
+ids = [i for i in ss.dg_jobs.split(",") if i]
+jobs = [live.manager().get(i) for i in ids]
+active = any(j is not None and not j.done for j in jobs)
+exp = experiment()
+n = len(exp.depths) * len(exp.families)
+est = experiments.estimate_seconds(exp)
+st.caption(f"{n} nets, each {exp.steps:,} steps of {exp.batch_size} digits from mnist-5k (about "
+           f"{exp.steps * exp.batch_size / 5000:.1f} passes over the data), SGD with Nesterov momentum, one-cycle "
+           f"learning rate peaking at {exp.lr:g}, seed {exp.seed} for all. They queue behind other runs and train "
+           "one after another" + (f"; about {est / 60:,.0f} minutes on a CPU." if est else "."))
+b = st.columns([1, 1, 4])
+b[0].button("Run the experiment", icon=":material/play_arrow:", key="dg_start", type="primary",
+            disabled=active or not ss.dg_pick, on_click=start)
+b[1].button("Stop", icon=":material/stop:", key="dg_stop", disabled=not active, on_click=stop, args=(ids,))
+if ss.get("dg_error"):
+    st.error(ss["dg_error"], icon=":material/block:")
+
+if not ids:
+    st.info("Press **Run the experiment** to queue the nets. The figure fills in as they finish.",
+            icon=":material/stacked_line_chart:")
+elif active:
+    ss["dg_was_active"] = True
+    st.fragment(run_every=1.0)(results_view)(ids)
+else:
+    results_view(ids)
