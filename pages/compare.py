@@ -10,7 +10,8 @@ from resnet_core.figures.diagram import architecture_figure
 from resnet_core.figures.training import curves_figure, heatmap_figure, log_ratio_heatmap, shared_zrange
 from resnet_core.limits import LIMITS
 from ui import live, state
-from ui.runs_view import Catalogue, block_range, catalogue, download_row, import_upload, md_code, option_labels, view
+from ui.runs_view import Catalogue, block_range, catalogue, download_row, import_upload, option_labels, view
+from ui.state import md_code
 
 PAGE = "compare"
 KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",

@@ -20,18 +20,6 @@ from resnet_core.compare import RunView
 from resnet_core.jobs import Job
 from ui import live
 
-
-def md_code(text: str) -> str:
-    """`text` as a markdown code span: shown literally (no links, colours, icons or HTML)."""
-    text = " ".join(str(text).split())  # a code span is one line
-    run, longest = 0, 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * (longest + 1)
-    return f"{fence} {text} {fence}"
-
-
 # ---------------------------------------------------------------- the catalogue
 
 

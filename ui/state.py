@@ -156,4 +156,4 @@ def publish(fields: Sequence[Field]) -> None:
 def show_notes(notes: list[str]) -> None:
     # A note repeats what a stranger put in the URL: shown as code, it can never be a link or markup.
     for n in notes:
-        st.warning(md_code(n), icon="⚠️")
+        st.warning(md_code(n), icon=":material/warning:")
