@@ -26,8 +26,8 @@ def wait_for_title(tab, prefix: str) -> None:
 
 
 def open_architecture(tab, query: str = "", chart: bool = True) -> None:
-    # The root URL opens Architecture, the default page, as a teacher's link would.
-    tab.goto(f"{tab.base_url}/{query}")
+    # The root URL opens the Overview now; Architecture has its own path.
+    tab.goto(f"{tab.base_url}/architecture{query}")
     wait_for_app(tab)
     if chart:
         tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=60_000)
