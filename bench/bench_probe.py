@@ -74,12 +74,26 @@ def main() -> None:
                 dt = step(probe if arm == "on" else None)
                 if i >= 2:
                     times[arm].append(dt)
+        # The probe's own calls timed alone: less exposed to a shared machine's noise than the
+        # difference of two whole-step timings (block-hook norms are not included here).
+        calls = []
+        for _ in range(20):
+            sync(device)
+            t = time.perf_counter()
+            probe.after_backward()
+            probe.before_step()
+            probe.after_step()
+            probe.read()
+            calls.append(time.perf_counter() - t)
     on, off = statistics.median(times["on"]), statistics.median(times["off"])
     print(f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
           f"channels_last={args.channels_last} pairs={args.pairs}")
     print(f"step, probe off:   median {off * 1e3:.1f} ms (min {min(times['off']) * 1e3:.1f})")
     print(f"step, probe on:    median {on * 1e3:.1f} ms (min {min(times['on']) * 1e3:.1f})")
     print(f"ratio on/off: {on / off:.3f} (median), {min(times['on']) / min(times['off']):.3f} (min)")
+    call = statistics.median(calls)
+    print(f"after_backward + before_step + after_step + read alone: {call * 1e3:.2f} ms "
+          f"({call / off:.1%} of a step without the probe)")
 
 
 if __name__ == "__main__":
