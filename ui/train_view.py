@@ -74,24 +74,30 @@ def layer_order(job: Job, kind: str, show_bn: bool) -> list[str]:
 
 
 def scrubber(jobs: list[Job], grads: list[pd.DataFrame]) -> int | None:
-    """The time scrubber: a step between 1 and the run's last; while a run trains it follows the latest
-    logged step until moved. Its range is the whole run from the start, so the slider stays the same
-    widget as steps arrive (a new range would make a new widget and drop a drag in progress)."""
+    """The time scrubber: the step shown, between 1 and the run's last step.
+
+    Its range is the whole run from the start, and any position past the latest logged step means
+    "the latest". So a new run starts with the slider at its end and the view follows training
+    without the page ever setting the slider: setting a widget's value while a half-second refresh
+    runs races with the browser, which may send back the value of the refresh before (measured: it
+    stopped following after a few steps), and a new range would make a new widget, dropping a drag.
+    """
     logged = [int(g["step"].max()) for g in grads if len(g)]
     if not logged:
         return None
     latest, last = max(logged), max(j.train_cfg.steps for j in jobs)
     if last <= 1:
         return latest
-    now = int(ss.get("tr_scrub", 0))
-    if not 1 <= now <= last or now == ss.get("tr_scrub_latest"):  # 0 (the default), or following: follow
-        ss["tr_scrub"] = latest
-    ss["tr_scrub_latest"] = latest
-    step = st.slider("Time scrubber: step", 1, last, key="tr_scrub",
-                     help="Moves the cursor on the heatmaps and recolours the diagram with the gradients of the "
-                          "last step logged at or before it. While the run trains it follows the latest step "
-                          "until you move it; move it back to the end to follow again.")
-    return min(step, latest)
+    if not 1 <= int(ss.get("tr_scrub", 0)) <= last:  # 0: a new run (or a step of another run): follow it
+        ss["tr_scrub"] = last
+    chosen = int(ss["tr_scrub"])  # what the slider below returns in this run
+    shown = min(chosen, latest)
+    following = chosen >= latest and latest < last
+    st.slider(f"Time scrubber: step {shown:,}" + (" (the latest: drag left to go back in time)" if following else ""),
+              1, last, key="tr_scrub",
+              help="Moves the cursor on the heatmaps and recolours the diagrams with the gradients of the last "
+                   "step logged at or before it. Past the latest step it follows training as it goes.")
+    return shown
 
 
 def diagrams(jobs: list[Job], grads: list[pd.DataFrame], kind: str, step: int | None) -> None:
