@@ -6,6 +6,7 @@ on_end), are in loop.py; this module checks a request, loads its data and runs t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,7 @@ from .config import ConfigError, ModelConfig, TrainConfig, check_model_limits, c
 from .device import resolve
 from .limits import LIMITS, LimitError
 from .loop import Loop, TrainResult, autocast_for, lr_at, make_optimizer, seeded_model, use_channels_last
+from .model import build_model
 from .size import estimate
 
 __all__ = ["DATASET_SHAPES", "TrainResult", "autocast_for", "check_limits", "load_for", "lr_at", "make_optimizer",
@@ -75,3 +77,32 @@ def load_for(model_cfg: ModelConfig, train_cfg: TrainConfig, *, dataset: Any = N
         raise ConfigError("num_classes", model_cfg.num_classes,
                           f"at least {dataset.num_classes} for {train_cfg.dataset}")
     return dataset, dev
+
+
+_WARMED: set[tuple[str, str]] = set()
+
+
+def warm_up(dataset: str = "mnist-5k", device: str = "auto") -> threading.Thread | None:
+    """Load `dataset` and run one tiny training step in a daemon thread, once per process, so
+    that the first run a user starts does not pay PyTorch's first-call set-up and the dataset's
+    load (~2.7 s on a 2-core CPU; bench/RESULTS.md). Errors are ignored: a real run reports them."""
+    if (dataset, device) in _WARMED:
+        return None
+    _WARMED.add((dataset, device))
+
+    def work() -> None:
+        try:
+            from . import data
+
+            dev = resolve(device)
+            ds = data.load(dataset, dev)
+            cfg = model_for_dataset(ModelConfig(layers=(1, 1, 1)), dataset)
+            model = build_model(cfg).to(device=dev, memory_format=torch.channels_last)
+            x = ds.x_train[:4].contiguous(memory_format=torch.channels_last)
+            torch.nn.functional.cross_entropy(model(x), ds.y_train[:4]).backward()
+        except Exception:  # noqa: BLE001 - a warm-up must never take the server down
+            pass
+
+    thread = threading.Thread(target=work, name="warm-up", daemon=True)
+    thread.start()
+    return thread
