@@ -72,7 +72,9 @@ def results_view(ids: list[str]) -> None:
     if len(running):
         now = running.iloc[0]
         st.caption(f":material/autorenew: {now['family']}-{now['depth']}: {now['state']}, step {now['step']:,} "
-                   f"of {now['steps']:,}. This view refreshes every second; the runs go on if you leave the page.")
+                   f"of {now['steps']:,}. This view refreshes every second. The runs go on if you switch pages, "
+                   f"but runs nobody looks at for {live.manager().idle_s / 60:g} minutes are stopped: come back "
+                   "to this page now and then.")
     steps = int(tab["steps"].max())
     st.plotly_chart(degradation_figure(tab, steps=steps), key="dg_figure", config=PLOT, width="stretch")
     st.caption("Coloured lines: our runs, measured here (final training loss = mean over the last tenth of the "
