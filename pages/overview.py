@@ -48,7 +48,9 @@ def measure(cfg: ModelConfig, seed: int) -> GradFlow:
 @st.cache_data(max_entries=8, show_spinner=False)
 def diagram(cfg: ModelConfig) -> tuple[go.Figure, int]:
     a = describe(cfg)
-    return architecture_figure(cfg, a), a.total_params
+    name = f"ResNet-{a.depth}" if cfg.skip else f"plain-{a.depth}"
+    title = f"{name}: {a.layer_count_expression} layers, input {'×'.join(map(str, a.input_shape))}"
+    return architecture_figure(cfg, a, title=title), a.total_params
 
 
 @st.cache_data(show_spinner=False)
@@ -162,7 +164,7 @@ with right:
     m1, m2, m3 = st.columns(3)
     m1.metric("Gradient ∂L/∂W", fmt_norm(u.grad))
     m2.metric("Step lr·∂L/∂W", fmt_norm(u.step))
-    m3.metric("New weight W", f"{u.new_weight:.15g}", delta=f"−{fmt_norm(u.step)}", delta_color="off",
+    m3.metric("New weight W", f"{u.new_weight:.15g}", delta=f"-{fmt_norm(u.step)}", delta_color="off",
               help=f"W starts at {WEIGHT}; computed in float64.")
     st.plotly_chart(update_figure(u), width="stretch", config=PLOT_CONFIG, key="ov_update")
     if u.lost_in_f32:
@@ -176,7 +178,7 @@ with right:
 st.header("The vanishing gradient", divider="gray")
 st.markdown(
     "So what does the first layer of a deep net receive? Each layer on the way back multiplies the gradient "
-    "by its own derivative. If those factors are a little below 1 on average, the product over dozens of "
+    "by its own derivative. If those factors are below 1 on average, the product over dozens of "
     "layers is tiny, and the early layers, whose steps are proportional to it, barely learn. A skip "
     "connection adds a second path whose derivative is exactly 1, so some of the gradient always gets "
     "through. Measure it: one batch, one backward pass through a freshly initialised 56-layer net "
@@ -259,16 +261,17 @@ st.markdown(
     "the real modules (convs and BatchNorm; the identity shortcut has none).")
 cols = st.columns(3)
 for col, cost, note in (
-        (cols[0], basic, "ResNet-18/34, first stage"),
-        (cols[1], bottle, "ResNet-50/101/152, first stage"),
-        (cols[2], wide, f"for contrast: a basic block as wide as the bottleneck's {wide.in_channels} channels")):
+        (cols[0], basic, "A block of ResNet-18/34's first stage"),
+        (cols[1], bottle, "A block of ResNet-50/101/152's first stage"),
+        (cols[2], wide, f"For contrast: a basic block as wide as the bottleneck's {wide.in_channels} channels")):
     with col:
-        st.metric(cost.title, f"{cost.params:,} parameters",
-                  help=f"{cost.flops / 1e9:.2f} GFLOPs on one {cost.in_channels}×{cost.side}×{cost.side} map "
-                       "(PyTorch's FLOP counter, 2 per multiply-add).")
-        st.caption(note)
+        st.metric(f"{cost.title}: parameters", f"{cost.params:,}")
+        st.caption(f"{note}. {cost.flops / 1e9:.2f} GFLOPs on one {cost.in_channels}×{cost.side}×{cost.side} "
+                   "map (PyTorch's FLOP counter, 2 per multiply-add).")
         st.dataframe(pd.DataFrame(cost.layers, columns=["module", "what", "params"]), hide_index=True,
-                     width="stretch", column_config={"params": st.column_config.NumberColumn(format="localized")})
+                     width="stretch", column_config={
+                         "module": st.column_config.TextColumn(width="small"),
+                         "params": st.column_config.NumberColumn(format="localized", width="small")})
 st.markdown(
     f"The bottleneck block handles {bottle.out_channels}-channel maps for {bottle.params / basic.params:.2f}× "
     f"the parameters of the {basic.width}-channel basic block, while a basic block of the full "
@@ -283,12 +286,13 @@ with left:
              horizontal=True)
     count = layer_count(int(ss.ov_depth))
     kind = "bottleneck" if count.block == "bottleneck" else "basic"
-    st.markdown(f"### {count.name}: {count.expression}")
+    st.markdown(f"#### {count.name}: {count.expression}")
     blocks = sum(count.blocks_per_stage)
     st.markdown(
         f"The number in the name counts the layers with weights on the main path: the stem's conv, the "
         f"{count.convs_per_block} convs in each of the {blocks} {kind} blocks "
-        f"({' + '.join(map(str, count.blocks_per_stage))} per stage, so {count.convs_per_block} × {blocks}), "
+        f"({' + '.join(map(str, count.blocks_per_stage))} per stage: {count.convs_per_block} × {blocks} = "
+        f"{count.convs_per_block * blocks}), "
         "and the final fully connected layer. The 1×1 shortcut convs and BatchNorm are not counted. "
         f"{count.name} has {count.total_params:,} parameters (3×224×224 input, 1,000 classes).")
 with right:
@@ -308,8 +312,8 @@ st.markdown(
     "nets He et al. compared them with, use **BatchNorm**, which rescales each layer's outputs batch by "
     "batch. With it, the plain net's gradient no longer vanishes; in our measurement it *grows* towards the "
     "input. He et al. checked that the gradients of their BatchNorm plain nets were healthy, and the deeper "
-    "ones still trained worse: degradation is an optimisation difficulty that skip connections cure, not "
-    "only a vanishing gradient. With skips, the growth stays mild.")
+    "ones still trained worse. Degradation is a difficulty of optimisation, not only of vanishing gradients, and "
+    "in their experiments skip connections overcame it. With skips, the growth stays mild.")
 st.button("Measure again with BatchNorm", key="ov_bn_btn", icon=":material/science:", disabled=ss.ov_grad_bn,
           on_click=ask, args=("ov_grad_bn",))
 if ss.ov_grad_bn:

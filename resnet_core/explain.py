@@ -196,9 +196,9 @@ class BlockCost:
 def _describe_layer(m: nn.Module) -> str:
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0]
-        return f"{k}x{k} conv {m.in_channels}→{m.out_channels}"
+        return f"{k}×{k} conv {m.in_channels}→{m.out_channels}"
     if isinstance(m, nn.BatchNorm2d):
-        return f"BatchNorm ({m.num_features} scales + {m.num_features} shifts)"
+        return f"BatchNorm, {m.num_features} ch"  # a scale and a shift per channel
     return type(m).__name__
 
 

@@ -225,6 +225,8 @@ def test_shortcut_figure_names_shapes_and_zero_channels(nets, digit):
     assert "ch 7: zeros" in titles and "ch 8 = x ch 0, /2" in titles
     row_titles = [fig.layout[f"yaxis{k}"].title.text for k in (1, 5, 9, 13)]
     assert "16×28×28" in row_titles[0] and all("32×14×14" in t for t in row_titles[1:])
+    later = [a.text for a in shortcut_figure(demo, (4, 5, 6, 7)).layout.annotations]
+    assert "ch 12 = x ch 4, /2" in later and "ch 13 = x ch 5, /2" in later  # copies of the channels shown
     half = _heatmaps(fig)[4]  # option A's first panel: 14 pixels drawn 2 wide, over the same 28
     assert list(half.x) == [2 * j + 0.5 for j in range(14)]
 

@@ -61,10 +61,10 @@ def maps_figure(rows: Sequence[MapRow], title: str, cols: int | None = None) -> 
             ), row=i, col=j)
         fig.update_yaxes(title={"text": f"<b>{r.label}</b><br>{shape_text(r.maps)}", "font": {"size": 12}},
                          row=i, col=1)
-    fig.update_xaxes(range=[-0.5, extent - 0.5], showticklabels=False, showgrid=False, zeroline=False,
+    fig.update_xaxes(range=[-0.5, extent - 0.5], showticklabels=False, ticks="", showgrid=False, zeroline=False,
                      constrain="domain")
     # reversed: row 0 of an image is its top, as everywhere outside a plot
-    fig.update_yaxes(range=[extent - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
+    fig.update_yaxes(range=[extent - 0.5, -0.5], showticklabels=False, ticks="", showgrid=False, zeroline=False,
                      constrain="domain")
     for k in range(1, len(rows) * cols + 1):  # each panel square, on its own x axis
         fig.update_yaxes(scaleanchor=f"x{k if k > 1 else ''}", row=(k - 1) // cols + 1, col=(k - 1) % cols + 1)
@@ -83,7 +83,7 @@ def digit_figure(image: torch.Tensor, label: str, index: int) -> go.Figure:
     """The input digit (1, H, W) as the net sees it: normalised pixels."""
     fig = maps_figure([MapRow("input", image, (0,), (f"test digit #{index}: a {label}",))],
                       title="The digit", cols=1)
-    fig.update_layout(height=300, margin={"l": 70, "r": 70, "t": 70, "b": 10})
+    fig.update_layout(height=380, margin={"l": 50, "r": 10, "t": 70, "b": 10})
     fig.update_coloraxes(colorbar={"title": {"text": "normalised<br>pixel"}})
     return fig
 
@@ -91,8 +91,8 @@ def digit_figure(image: torch.Tensor, label: str, index: int) -> go.Figure:
 def residual_figure(view: BlockView, channels: Sequence[int] = (0, 1, 2, 3)) -> go.Figure:
     """x, F(x) and x + F(x) of one block, the same channels of each, on one colour scale."""
     ch = tuple(channels)
-    rows = [MapRow("x (block input)", view.x, ch),
-            MapRow("F(x) (branch)", view.fx, ch),
+    rows = [MapRow("x", view.x, ch),
+            MapRow("F(x)", view.fx, ch),
             MapRow("x + F(x)", view.total, ch)]
     return maps_figure(rows, title=f"Block {view.name}: input, branch and their sum, channels "
                                    f"{ch[0]}–{ch[-1]} of {view.x.shape[0]}")
@@ -102,13 +102,14 @@ def shortcut_figure(demo: ShortcutDemo, channels: Sequence[int] = (0, 1, 2, 3)) 
     """The same input through option A and option B, and the branch output both must match."""
     ch = tuple(channels)
     s = demo.stride
-    a_ch = (demo.pad_before - 1, demo.pad_before, demo.pad_before + 1, demo.a.shape[0] - 1)
+    # a zero channel either side of copies of the first two input channels shown above
+    a_ch = (demo.pad_before - 1, demo.pad_before + ch[0], demo.pad_before + ch[1], demo.a.shape[0] - 1)
     a_titles = tuple(f"ch {c}: zeros" if demo.a_channel_source(c) is None
                      else f"ch {c} = x ch {demo.a_channel_source(c)}, /{s}" for c in a_ch)
-    rows = [MapRow("x (block input)", demo.x, ch),
+    rows = [MapRow("x", demo.x, ch),
             MapRow("option A", demo.a, a_ch, a_titles, scale=s),
             MapRow("option B", demo.b, ch, tuple(f"ch {c}: mix of all {demo.x.shape[0]}" for c in ch), scale=s),
-            MapRow("F(x) (branch)", demo.fx, ch, scale=s)]
+            MapRow("F(x)", demo.fx, ch, scale=s)]
     return maps_figure(rows, title=f"{shape_text(demo.x)} → {shape_text(demo.fx)}: both shortcuts on the "
                                    "same input, one colour scale")
 
@@ -133,7 +134,7 @@ def update_figure(u: Update) -> go.Figure:
                        text=f"dotted: the gap between W and the next float32 number ({fmt_norm(u.f32_spacing)})",
                        font={"size": 11, "color": "#555"})
     fig.update_layout(
-        height=260, margin={"l": 130, "r": 60, "t": 40, "b": 40}, plot_bgcolor="white",
+        height=280, margin={"l": 150, "r": 70, "t": 40, "b": 40}, plot_bgcolor="white", font={"size": 13},
         xaxis={"type": "log", "exponentformat": "power", "range": [math.log10(lo), 1],
                "title": {"text": "size (log scale)"}, "gridcolor": "#e5e5e5", "dtick": 2},
         yaxis={"autorange": "reversed"},
