@@ -138,11 +138,12 @@ active = any(j is not None and not j.done for j in jobs)
 exp = experiment()
 n = len(exp.depths) * len(exp.families)
 est = experiments.estimate_seconds(exp)
-st.caption(f"{n} nets, each {exp.steps:,} steps of {exp.batch_size} digits from mnist-5k (about "
-           f"{exp.steps * exp.batch_size / 5000:.1f} passes over the data), SGD with Nesterov momentum, one-cycle "
+st.caption(f"{n} nets, each {exp.steps:,} steps of {exp.batch_size} digits from mnist-5k "
+           f"({exp.steps * exp.batch_size:,} images), SGD with Nesterov momentum, one-cycle "
            f"learning rate peaking at {exp.lr:g}, seed {exp.seed} for all. They queue behind other runs and train "
-           "one after another" + (f"; about {est / 60:,.0f} minutes on a CPU." if est else "."))
-b = st.columns([1, 1, 4])
+           "one after another" + (f"; roughly {live.fmt_eta(est)} on a quiet CPU, longer on a busy one."
+                                  if est >= 1 else "."))
+b = st.columns([2, 1, 3])  # room for the button's whole label
 b[0].button("Run the experiment", icon=":material/play_arrow:", key="dg_start", type="primary",
             disabled=active or not ss.dg_pick, on_click=start)
 b[1].button("Stop", icon=":material/stop:", key="dg_stop", disabled=not active, on_click=stop, args=(ids,))

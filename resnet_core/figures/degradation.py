@@ -53,10 +53,11 @@ def degradation_figure(table: pd.DataFrame, dataset: str = "mnist-5k", steps: in
             marker={"symbol": "diamond-open", "size": 10, "color": PAPER_COLOUR, "line": {"width": 2}},
             xaxis="x2", yaxis="y2", hovertemplate="ResNet-%{x}, CIFAR-10<br>test error %{y:.2f}%"
                                                   "<extra>He et al. 2016</extra>"))
-    ticks = sorted(set(table["depth"].astype(int)) | (set(paper) if paper else set()))
-    axis = {"title": {"text": "depth (weighted layers)"}, "tickvals": ticks, "type": "linear"}
+    ours = sorted(set(table["depth"].astype(int)))
+    axis = {"title": {"text": "depth (weighted layers)"}, "type": "linear"}
     fig.update_layout(
-        xaxis={**axis, "domain": [0, 0.45]}, xaxis2={**axis, "domain": [0.55, 1], "anchor": "y2"},
+        xaxis={**axis, "domain": [0, 0.45], "tickvals": ours},
+        xaxis2={**axis, "domain": [0.55, 1], "anchor": "y2", "tickvals": sorted(set(ours) | set(paper))},
         yaxis={"title": {"text": "final training loss (ours)"}, "rangemode": "tozero"},
         yaxis2={"title": {"text": "test error (%)"}, "anchor": "x2", "rangemode": "tozero"},
         annotations=[_panel_title("Training loss after the same budget", 0.0),
