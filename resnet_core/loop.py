@@ -235,11 +235,9 @@ class Loop:
         opt.step()
         if logged:
             probe.after_step()
-        k = self.k
-        self.losses[k] = loss.detach()
-        self.correct[k] = (out.argmax(1) == y).sum()
-        self.k, self.samples = k + 1, self.samples + len(y)
-        k, samples = self.k, self.samples
+        self.losses[self.k], self.correct[self.k] = loss.detach(), (out.argmax(1) == y).sum()
+        k, samples = self.k + 1, self.samples + len(y)  # steps and images in this log interval so far
+        self.k, self.samples = k, samples
         r.step = step
         if logged:
             host = torch.cat([self.losses[:k], self.correct[:k]]).cpu()  # the one sync of this interval
