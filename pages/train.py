@@ -163,4 +163,5 @@ elif train_view.active(shown):
     st.fragment(run_every=0.5)(train_view.live_view)(shown[0].id, FIELDS)
 else:
     train_view.live_view(shown[0].id, FIELDS)
-runs_table()
+# While something trains, the table's steps and states refresh too (less often: it reads the disk).
+st.fragment(run_every=2.0 if shown and train_view.active(shown) else None)(runs_table)()
