@@ -51,7 +51,7 @@ def test_default_view_and_batchnorm_toggle_redraw(page):
     assert "ResNet-56 (with skips)" in before and "plain-56 (no skips)" in before
     screenshot(page, "gradient_flow_default_56")
 
-    page.locator('[data-testid="stSidebar"]').get_by_text("BatchNorm").click()
+    page.locator('[data-testid="stSidebar"]').get_by_text("BatchNorm", exact=True).click()
     wait_for_sentence(page, "9,600×")  # plain-56 with BN at seed 0: the gradient explodes towards the input
     after = chart_svg(page)
     assert after != before

@@ -56,7 +56,7 @@ texts = st.one_of(st.text(max_size=10), st.integers(-10, 10_000).map(str),
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(FLAGS), texts), min_size=1, max_size=3))
+@given(pairs=st.lists(st.tuples(st.sampled_from(FLAGS), texts), min_size=1, max_size=3))
 def test_fuzz_describe_flags(pairs, capsys):
     argv = ["describe", "--json"] + [x for flag, value in pairs for x in (flag, value)]
     try:
