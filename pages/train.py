@@ -160,7 +160,7 @@ if not shown:
             "takes about a minute on a laptop CPU.", icon=":material/play_arrow:")
 elif train_view.active(shown):
     ss["tr_was_active"] = True
-    st.fragment(run_every=0.5)(train_view.live_view)(shown[0].id, FIELDS)
+    st.fragment(run_every=train_view.refresh_s(shown))(train_view.live_view)(shown[0].id, FIELDS)
 else:
     train_view.live_view(shown[0].id, FIELDS)
 # While something trains, the table's steps and states refresh too (less often: it reads the disk).

@@ -160,6 +160,13 @@ def heatmaps(jobs: list[Job], grads: list[pd.DataFrame], kind: str, show_bn: boo
                "are equal. Both nets started from the same weights and see the same batches.")
 
 
+def refresh_s(jobs: list[Job]) -> float:
+    """How often the live view redraws: every half second while a run trains, every 2 s while it
+    only waits in the queue. A whole class's queued runs poll at once, and at half a second their
+    redraws took the server's every cycle from the one run training (bench/load_test.py)."""
+    return 2.0 if all(j.state == "queued" for j in jobs) else 0.5
+
+
 def live_view(job_id: str, fields: list[state.Field]) -> None:
     """Status, curves, heatmaps, scrubber and diagrams of the followed run (and its twin)."""
     jobs = jobs_shown(live.manager().get(job_id))
@@ -168,6 +175,12 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
     twins = len(jobs) > 1
     for job in jobs:
         status_row(job.snapshot(), NAMES[family(job)] if twins else None)
+    if all(j.state == "queued" for j in jobs):  # nothing to chart yet: the status row is all
+        ss["tr_was_queued"] = True
+        st.caption("Waiting in the queue: the charts appear as soon as the run starts.")
+        return
+    if ss.pop("tr_was_queued", False):
+        st.rerun()  # it left the queue: a full rerun redraws every half second from now on
     histories = [live.history(job) for job in jobs]
     metrics = (pd.concat([h.metrics.assign(run=family(j)) for j, h in zip(jobs, histories, strict=True)],
                          ignore_index=True) if twins else histories[0].metrics)
