@@ -206,6 +206,48 @@ def test_a_closed_session_leaves_no_thread(tmp_path, monkeypatch):
         live.manager.clear()
 
 
+# ---------------------------------------------------------------- many sessions, one training slot
+
+
+def open_train(**query: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.switch_page("pages/compare.py").run()
+    for k, v in {**TINY_URL, **query}.items():
+        at.query_params[k] = v
+    at.switch_page("pages/train.py").run()
+    return at
+
+
+def test_a_queued_run_draws_only_its_status_until_it_starts(tmp_path, monkeypatch):
+    """A class's queued runs all poll the server; drawing empty charts for each every half second
+    starved the one run training (bench/load_test.py). Queued, a run shows its status row alone."""
+    from ui import train_view
+
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
+    live.manager.clear()
+    try:
+        first = open_train(tr_steps="20000")
+        first.button(key="tr_start").click().run()
+        running = live.manager().get(first.session_state["tr_job"])
+        wait(lambda: running.step >= 1)
+        running.pause()  # holds the only training slot
+        second = open_train(tr_steps="5")
+        second.button(key="tr_start").click().run()
+        queued = live.manager().get(second.session_state["tr_job"])
+        assert queued.state == "queued" and not second.exception
+        assert any("Waiting in the queue" in c.value for c in second.caption)
+        assert not second.get("plotly_chart")
+        assert train_view.refresh_s([queued]) == 2.0 and train_view.refresh_s([running]) == 0.5
+        running.stop()
+        wait(lambda: queued.done)
+        second.run()
+        assert queued.state == "finished" and not second.exception
+        assert {c.proto.id.rsplit("-", 1)[-1] for c in second.get("plotly_chart")} >= {"tr_curves", "tr_heatmap"}
+    finally:
+        live.manager().shutdown()
+        live.manager.clear()
+
+
 # ---------------------------------------------------------------- where the app writes
 
 
