@@ -17,13 +17,18 @@ from .config import ACTIVATIONS, BLOCKS, INITS, PRESETS, SHORTCUTS, STEMS, STYLE
 EXIT_USAGE = 2
 
 
+def _one_line(message: str) -> str:
+    # argparse echoes arguments as given: one holding a newline would split the error in two
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}\n")
 
 
 def usage_error(message: str) -> NoReturn:
-    sys.stderr.write(f"resnet_core: error: {message}\n")
+    sys.stderr.write(f"resnet_core: error: {_one_line(message)}\n")
     raise SystemExit(EXIT_USAGE)
 
 

@@ -1,5 +1,6 @@
 """Bad input never reaches a traceback: random and malicious URL query strings on every page
-(AppTest), and user text (run labels, URL values) shown as text, never as markup.
+(AppTest), and user text (run labels, URL values) shown as text, never as markup; a CLI argument
+holding a newline still gets a one-line error.
 
 Each example is a fresh AppTest session that follows a link with the query string to the
 page. The counts are small here; bench/fuzz.py runs the same targets for longer.
@@ -150,3 +151,17 @@ def test_a_data_root_outside_the_servers_is_refused(runs_folder):
     assert not at.exception
     assert any("outside this server's data folder" in e.value for e in at.error), [e.value for e in at.error]
     assert live.manager().jobs() == []
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize("argv", [["describe", "--frobnicate", "a\nb"], ["train", "--optimizer", "sgd\nadam"],
+                                  ["gradflow", "--blocks", "1\n2"], ["describe", "x\r\ny"]])
+def test_cli_errors_stay_one_line_whatever_the_argument_holds(argv, capsys):
+    from resnet_core.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.endswith("\n") and "Traceback" not in err
