@@ -130,8 +130,9 @@ class JobManager:
             return str(self.data_root)
         path = Path(asked).expanduser().resolve()
         if path != self.data_root and self.data_root not in path.parents:
-            raise ValueError(f"the data root {str(asked)[:200]!r} is outside this server's data folder "
-                             f"{self.data_root} (RESNET_DATA_DIR); datasets are read and downloaded only there")
+            # the path typed is not repeated: pages show this message as markdown
+            raise ValueError(f"the data root given is outside this server's data folder {self.data_root} "
+                             "(RESNET_DATA_DIR); datasets are read and downloaded only there")
         return str(path)
 
     def get(self, job_id: str) -> Job | None:
