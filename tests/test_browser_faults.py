@@ -107,6 +107,8 @@ def table_rows(tab) -> list[list[str]]:
     """The runs table's cells: st.dataframe draws on a canvas and keeps an accessible table beside it."""
     frame = tab.locator('[data-testid="stDataFrame"]').last
     frame.wait_for(timeout=60_000)
+    frame.scroll_into_view_if_needed()  # the grid fills its rows once it is on screen
+    frame.locator("tbody tr").first.wait_for(state="attached", timeout=30_000)
     return [r.locator("td").all_text_contents() for r in frame.locator("tbody tr").all()]
 
 
