@@ -60,7 +60,7 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
     fig.update_layout(
         xaxis={"domain": [0, 0.46], "title": {"text": "step"}},
         xaxis2={"domain": [0.54, 1], "title": {"text": "step"}, "matches": "x"},
-        yaxis={"type": "log", "title": {"text": "loss (log scale)"}},
+        yaxis={"type": "log", "dtick": "D2", "title": {"text": "loss (log scale)"}},  # D2: 2 and 5 only
         yaxis2={"anchor": "x2", "title": {"text": "accuracy"}, "tickformat": ".0%" if percent else None,
                 "range": [0, 1.02] if percent else [0, 102]},
         legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 30, "b": 40},
