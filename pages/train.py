@@ -88,7 +88,6 @@ def start(cfg: ModelConfig) -> None:
     ss["tr_error"] = ""
     ss["tr_job"] = job_id
     ss["tr_scrub"] = 0  # a new run: the scrubber follows its latest step
-    live.wait_for_first_step(live.manager().get(job_id), timeout_s=2.0)
 
 
 def _label(cfg: ModelConfig, tcfg, suffix: str = "") -> str:

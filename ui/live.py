@@ -4,7 +4,6 @@ followed job's history, fetched incrementally (`job.since(cursor)`) and kept per
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,10 +127,3 @@ def fmt_eta(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
-
-def wait_for_first_step(job: Job | None, timeout_s: float) -> None:
-    """Hold the rerun a Start click causes until the run has logged its first step (a second on
-    a CPU), so that rerun draws the first heatmap instead of an empty one half a second early."""
-    deadline = time.monotonic() + timeout_s
-    while job is not None and job.state == "running" and job.step < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
