@@ -230,17 +230,6 @@ def _check_range(name: str, value: Any, lo: int, hi: int) -> None:
         raise ConfigError(name, value, f"a whole number from {lo} to {hi}")
 
 
-def final_feature_size(cfg: ModelConfig) -> int:
-    """Side of the last stage's feature map, by the same arithmetic as the convs."""
-    side = cfg.image_size
-    if cfg.stem == "imagenet":
-        side = (side + 2 * 3 - 7) // 2 + 1  # 7x7/2, pad 3
-        side = (side + 2 * 1 - 3) // 2 + 1  # 3x3/2 max-pool, pad 1
-    for _ in cfg.layers[1:]:
-        side = (side + 2 * 1 - 3) // 2 + 1  # stride-2 3x3 conv, pad 1
-    return side
-
-
 def validate(cfg: ModelConfig) -> ModelConfig:
     """Raise ConfigError for the first thing wrong with `cfg`; return it unchanged if fine."""
     _check_choice("block", cfg.block, BLOCKS)
