@@ -118,3 +118,14 @@ def screenshot(tab, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     tab.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture
+def manager(tmp_path):
+    """A JobManager of its own for one test: one job at a time, default limits, records in tmp_path."""
+    from resnet_core.jobs import JobManager
+    from resnet_core.limits import from_env
+
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, idle_s=600)
+    yield m
+    m.shutdown(timeout=10)

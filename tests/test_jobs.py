@@ -23,13 +23,6 @@ def _one_thread():
         yield
 
 
-@pytest.fixture
-def manager(tmp_path):
-    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, idle_s=600)
-    yield m
-    m.shutdown(timeout=10)
-
-
 def wait(predicate, timeout: float = 30.0, every: float = 0.02) -> float:
     t0 = time.monotonic()
     while not predicate():
