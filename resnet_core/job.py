@@ -188,11 +188,13 @@ class Job:
         self.step = result.step
         if math.isfinite(result.samples_per_s):
             self.samples_per_s = result.samples_per_s
-        message = result.message
-        if result.status == "stopped" and self._stop_reason:
-            message = f"{message}: {self._stop_reason}"
         with self._lock:
-            self.message, self.state = message, result.status
+            self.message, self.state = result.message, result.status
+
+    @property
+    def stop_reason(self) -> str:
+        """Why it was asked to stop (the loop adds it to the run's message, and so to its record)."""
+        return self._stop_reason
 
     def _idle(self) -> bool:
         if time.monotonic() - self.last_poll <= self.manager.idle_s:

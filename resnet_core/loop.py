@@ -8,6 +8,7 @@ A callback is any object with some of these methods (minGPT's trigger_callbacks,
     on_eval(row)            the same keys, split "test", every eval_every steps and at the end
     should_stop() -> bool   asked every step; a job blocks in it while paused
     on_end(result)          the TrainResult, whatever happened (also before an exception propagates)
+    stop_reason             (an attribute) why it asked to stop, added to a stopped run's message
 
 The dataset lives on the device and batches are indexed from it. Per-step loss and accuracy
 stay on the device and are copied to the host once per logged step, together with the probe's
@@ -154,8 +155,10 @@ class Loop:
         r = self.result
         if isinstance(e, Diverged):
             return True  # _check_finite has written the result
-        if isinstance(e, Stopped):
+        if isinstance(e, Stopped):  # a callback may say why (a job: who stopped it, or the idle rule)
+            why = "; ".join(filter(None, (getattr(cb, "stop_reason", "") for cb in self.callbacks)))
             r.status, r.message = "stopped", f"stopped at step {r.step} of {self.cfg.steps}"
+            r.message += f": {why}" if why else ""
             return True
         if isinstance(e, (torch.OutOfMemoryError, RuntimeError)):
             # MPS and the CPU allocator raise plain RuntimeErrors; only their wording tells

@@ -200,7 +200,8 @@ def test_a_closed_session_leaves_no_thread(tmp_path, monkeypatch):
             job.thread.join(5)
             assert not job.thread.is_alive()
         assert threading.active_count() <= baseline, [t.name for t in threading.enumerate()]
-        assert runs.load_run(long.run_dir).status == "stopped"
+        record = runs.load_run(long.run_dir)  # the reason outlives the server: it is in the record
+        assert record.status == "stopped" and "nobody looked at it for 1.5 s" in record.meta["message"]
     finally:
         live.manager().shutdown()
         live.manager.clear()

@@ -118,6 +118,7 @@ def test_a_job_nobody_polls_is_stopped_and_its_thread_ends(tmp_path):
         job = m.get(submit(m))
         waited = wait(lambda: job.done, timeout=10)
         assert job.state == "stopped" and "nobody looked" in job.message and waited < 3
+        assert job.message.count("nobody looked") == 1
         job.thread.join(2)
         assert not job.thread.is_alive()
     finally:
