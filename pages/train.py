@@ -158,6 +158,7 @@ shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
 if not shown:
     st.info("Press **Start** to train. The default, ResNet-20 on the embedded MNIST digits, "
             "takes about a minute on a laptop CPU.", icon=":material/play_arrow:")
+    train_view.preview(cfg)
 elif train_view.active(shown):
     ss["tr_was_active"] = True
     st.fragment(run_every=train_view.refresh_s(shown))(train_view.live_view)(shown[0].id, FIELDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def test_start_watch_metrics_appear_then_stop(app):
     small_run(app, steps=400)
     assert not app.exception
     assert "Press **Start**" in app.info[0].value
+    preview = app.get("plotly_chart")  # before Start: the diagram of the net that Start will train
+    assert len(preview) == 1 and "The net Start will train" in preview[0].proto.spec
+    assert len(set(re.findall(r"layer\d\.\d+", preview[0].proto.spec))) == 9  # ResNet-20: 3 stages of 3 blocks
     app.button(key="tr_start").click().run()
     assert not app.exception
     job = current_job()
