@@ -86,6 +86,16 @@ def test_start_watch_metrics_appear_then_stop(app):
     assert app.get("dataframe")  # the runs table lists the stopped run
 
 
+def test_the_first_view_draws_the_page_before_the_preview_diagram(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert at.button(key="tr_start") and not at.get("plotly_chart")  # the Start button comes first
+    at.run()  # what the browser's timer does 0.8 s later
+    assert [c.proto.spec.count("The net Start will train") for c in at.get("plotly_chart")] == [1]
+
+
 def test_bad_url_values_fall_back_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(str(APP), default_timeout=60)

@@ -24,6 +24,11 @@ def test_train_page_start_pause_resume_stop(page):
     tab.goto(tab.base_url + "/train?tr_steps=150&tr_batch_size=32")
     tab.wait_for_selector("text=to train. The default", timeout=60_000)
     wait_for_app(tab)
+    # a moment after the page, without a click: the diagram of the net Start will train (ResNet-20: 9 blocks)
+    tab.wait_for_selector(".st-key-tr_preview .main-svg", timeout=30_000)
+    stages = tab.locator(".st-key-tr_preview text", has_text=re.compile(r"layer\d · 3 × BasicBlock"))
+    assert stages.count() == 3
+    screenshot(tab, "train-before-start")
     tab.get_by_role("button", name="Start").click()
 
     # the heatmap has drawn real cells and the curves have a line
