@@ -15,8 +15,13 @@ clicks Start and keeps watching its run until it ends. Sessions are either
 - `browser`: one headless Chromium, N contexts (on a 2-core machine Chromium's drawing dominates).
 
 While the jobs train, fresh sessions load the Train page again and again: a real Chromium tab,
-timed from navigation to a visible Start button (what a student waits for), and a protocol
-session, timed from its request to the end of the page's script run (the server's share). It
+timed from navigation to a visible Start button (what a student waits for), once as a first
+visit (a new browser context, nothing cached) and once as a return visit (one context kept
+throughout, so Streamlit's JavaScript comes from the browser's cache); a protocol session,
+timed from its request to the end of the page's script run; and the server's whole share of a
+first visit: the HTML, the 61 static files it names (six at a time) and the script run. On a
+small machine the browser, the load generator and the server share the same cores; in a
+classroom each student's browser draws on the student's own machine. It
 prints page-load p50/p95/max, jobs submitted / refused by a queue limit (expected past the
 limits) / seen queued / finished / ended otherwise / still pending at the deadline / lost,
 errors shown (exception boxes, and error boxes other than queue-limit refusals), the server's
@@ -71,10 +76,13 @@ class Server:
     def __init__(self, home: Path, env: dict[str, str]):
         self.home, self.runs = home, home / "runs"
         (home / "cwd").mkdir(parents=True)
+        # Streamlit reads .streamlit/config.toml from its working directory: the app's own settings
+        # (no file watcher, no gc.collect() after every run) hold in this one too
+        shutil.copytree(ROOT / ".streamlit", home / "cwd" / ".streamlit")
         self.env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
                     "RESNET_RUNS_DIR": str(self.runs), "RESNET_DATA_DIR": str(home / "data"),
                     "PYTHONUNBUFFERED": "1", **env}
-        self.samples: list[tuple[float, int, int]] = []  # (seconds since start, RSS MiB, threads)
+        self.samples: list[tuple[float, int, int, float]] = []  # (seconds since start, RSS MiB, threads, CPU s)
         self._stop = threading.Event()
 
     def start(self) -> str:
@@ -106,9 +114,11 @@ class Server:
                 status = Path(f"/proc/{self.proc.pid}/status").read_text()
                 rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) // 1024
                 threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
-            except (OSError, AttributeError):
+                fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+            except (OSError, AttributeError, IndexError, ValueError):
                 return
-            self.samples.append((time.monotonic() - self.t0, rss, threads))
+            self.samples.append((time.monotonic() - self.t0, rss, threads, cpu))
 
     def records(self) -> dict[str, str]:
         """Run folder name -> the status its config.json holds."""
@@ -206,6 +216,8 @@ class Protocol:
             elif kind == "navigation" and msg.navigation.page_script_hash:
                 self.page_hash = msg.navigation.page_script_hash  # sent back with every rerun, as the
                 # frontend does: a rerun without it (a fragment's st.rerun()) runs the default page
+            elif kind == "new_session" and not msg.metadata.run.fragment_ids:
+                self.fragments.clear()  # a full run: the frontend drops every timer, the run sets its own
             elif kind == "auto_rerun":
                 self.fragments[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
             elif kind == "stop_auto_rerun":
@@ -277,6 +289,29 @@ async def ws_session(s: Session, url: str, query: str, deadline: float) -> None:
 async def ws_probe(url: str) -> float:
     async with Protocol(url, "train", "") as p:
         return await p.run()
+
+
+async def server_page_load(url: str) -> float:
+    """Seconds for everything the server does for a first visit, without a browser's drawing: the
+    HTML, the scripts and styles it names (six at a time, as a browser fetches), then the page's
+    script run over a new session."""
+    t = time.perf_counter()
+    html = (await asyncio.to_thread(_get, url + "/train")).decode()
+    assets = re.findall(r'(?:src|href)="\./(static/[^"]+)"', html)
+    gate = asyncio.Semaphore(6)
+
+    async def fetch(path: str) -> None:
+        async with gate:
+            await asyncio.to_thread(_get, f"{url}/{path}")
+
+    await asyncio.gather(*(fetch(a) for a in assets))
+    await ws_probe(url)
+    return time.perf_counter() - t
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return r.read()
 
 
 # ---------------------------------------------------------------- headless Chromium
@@ -355,8 +390,10 @@ async def main_async(args) -> int:
           f"deadline {args.deadline:.0f} s; load average {load_before[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
 
     sessions = [Session(i) for i in range(args.sessions)]
-    browser_probes: list[float] = []
+    browser_probes: list[float] = []  # a first visit: a new browser context, nothing cached
+    return_probes: list[float] = []  # a return visit: one context throughout, its HTTP cache warm
     ws_probes: list[float] = []
+    server_probes: list[float] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         warm = await browser.new_context()  # the first view of a fresh server pays for its imports
@@ -371,6 +408,13 @@ async def main_async(args) -> int:
             quiet.append(await browser_load(await context.new_page(), url + "/train", 60e3))
             await context.close()
         print(f"Train page load in Chromium with no jobs: {fmt(quiet)}", flush=True)
+        returning = await browser.new_context(viewport={"width": 1280, "height": 900})
+        quiet = []
+        for _ in range(3):
+            tab = await returning.new_page()
+            quiet.append(await browser_load(tab, url + "/train", 60e3))
+            await tab.close()
+        print(f"Train page load in Chromium with no jobs, a return visit: {fmt(quiet)}", flush=True)
 
         t0 = time.monotonic()
         deadline = t0 + args.deadline
@@ -383,7 +427,11 @@ async def main_async(args) -> int:
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             try:
                 browser_probes.append(await browser_load(await context.new_page(), url + "/train", 60e3))
+                tab = await returning.new_page()
+                return_probes.append(await browser_load(tab, url + "/train", 60e3))
+                await tab.close()
                 ws_probes.append(await ws_probe(url))
+                server_probes.append(await server_page_load(url))
             except Exception as e:
                 print(f"  probe failed: {type(e).__name__}: {str(e)[:150]}", flush=True)
             finally:
@@ -411,14 +459,16 @@ async def main_async(args) -> int:
     errors = [(s.index, e) for s in sessions for e in s.errors]
     errors += [(s.index, "no answer to Start before the deadline") for s in unanswered]
     firsts = [s.first_load for s in sessions if s.first_load == s.first_load]
-    rss = [r for _, r, _ in server.samples]
-    threads = [n for _, _, n in server.samples]
+    rss = [r for _, r, _, _ in server.samples]
+    threads = [n for _, _, n, _ in server.samples]
 
     print()
     print(f"sessions: {len(sessions)} ({args.client}), wall time {elapsed:.0f} s of a {args.deadline:.0f} s deadline")
     print(f"page view, the first {len(sessions)} at once ({args.client}):  {fmt(firsts)}")
     print(f"page load while jobs train, Chromium (to a visible Start):  {fmt(browser_probes)}")
+    print(f"  the same, a return visit (HTTP cache warm):             {fmt(return_probes)}")
     print(f"page view while jobs train, server script run:           {fmt(ws_probes)}")
+    print(f"page load while jobs train, server side (HTML, static files, script run): {fmt(server_probes)}")
     print(f"jobs submitted {len(submitted)}, refused by a queue limit {len(refused)}, seen queued {seen_queued}")
     print(f"jobs finished {finished}, ended otherwise {ended_otherwise}, pending at the deadline {pending}, "
           f"lost {lost}")
@@ -430,7 +480,10 @@ async def main_async(args) -> int:
         print(f"server RSS: start {rss[0]} MiB, max {max(rss)} MiB, end {rss[-1]} MiB; "
               f"threads: start {threads[0]}, max {max(threads)}, end {threads[-1]}")
         marks = [server.samples[round(i * (len(server.samples) - 1) / 6)] for i in range(7)]
-        print("  over time (s, MiB, threads): " + ", ".join(f"({t:.0f}, {r}, {n})" for t, r, n in marks))
+        print("  over time (s, MiB, threads): " + ", ".join(f"({t:.0f}, {r}, {n})" for t, r, n, _ in marks))
+        (t_a, *_, cpu_a), (t_b, *_, cpu_b) = server.samples[0], server.samples[-1]
+        print(f"server CPU: {cpu_b - cpu_a:.0f} s over {t_b - t_a:.0f} s, {(cpu_b - cpu_a) / max(t_b - t_a, 1e-9):.2f} "
+              f"cores on average (training, page views and the sessions' refreshes together)")
     print(f"load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs)")
     if args.keep:
         print(f"kept: {home}")
