@@ -181,6 +181,7 @@ def test_a_closed_tab_stops_its_run_and_leaves_no_thread(browser, tmp_path):
         wait_until(lambda: record_status(long) == "stopped", 60, "the idle rule stops the run")
         meta = json.loads((long / "config.json").read_text())
         assert meta["message"].startswith("stopped at step") and meta["final"]["step"] < 20_000
+        assert "nobody looked at it for 2 s" in meta["message"]  # the record says why
         count = wait_until(lambda: (n := server.threads()) <= baseline and n or None, 30,
                            f"threads back to {baseline}")
         assert count <= baseline < training, (baseline, training, count)  # its thread was there, and is gone

@@ -4,6 +4,8 @@ followed job's history, fetched incrementally (`job.since(cursor)`) and kept per
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,8 +28,6 @@ def manager() -> JobManager:
 
 def _idle_s() -> float:
     """Seconds a job may go unwatched before the idle rule stops it: RESNET_JOB_IDLE_S, else 600."""
-    import os
-
     try:
         value = float(os.environ.get("RESNET_JOB_IDLE_S", ""))
     except ValueError:
@@ -39,8 +39,6 @@ def _limit_cpu_threads() -> None:
     """Leave a core to the server: with every core busy in PyTorch's thread pool, page
     reruns and the training thread fight, and each goes many times slower (bench/RESULTS.md).
     RESNET_TORCH_THREADS overrides."""
-    import os
-
     import torch
 
     wanted = os.environ.get("RESNET_TORCH_THREADS", "")
@@ -49,8 +47,31 @@ def _limit_cpu_threads() -> None:
 
 
 def session_owner() -> str:
+    """Who is asking, for the queue limit per browser session and for "your runs".
+
+    The browser, not the tab: Streamlit gives each browser a cookie holding a random token
+    (its XSRF protection), and the owner is a salted hash of that token. More tabs, or a reload,
+    are the same owner, so opening tabs does not multiply a student's queue. Where there is no
+    such cookie (AppTest, a protocol client, XSRF protection turned off) it is the tab's session.
+    """
     ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "local"
+    if ctx is None:
+        return "local"
+    token = _browser_token()
+    return "browser-" + hashlib.sha256(_SALT + token).hexdigest()[:16] if token else ctx.session_id
+
+
+_SALT = os.urandom(16)  # the owner never reveals the token, and means nothing to another server
+
+
+def _browser_token() -> bytes | None:
+    try:
+        from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+        token, _ = decode_xsrf_token_string(st.context.cookies.get("_streamlit_xsrf", ""))
+    except Exception:  # an internal of Streamlit's: if it moves, fall back to the tab's session
+        return None
+    return token or None
 
 
 @dataclass
