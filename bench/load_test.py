@@ -3,6 +3,7 @@
     python bench/load_test.py                        # 20 sessions, ResNet-20, 20 steps at batch 16
     python bench/load_test.py --client browser       # 20 headless Chromium contexts instead
     python bench/load_test.py --sessions 30 --deadline 240
+    python bench/load_test.py --server-cpus 0       # the server on CPU 0, Chromium and sessions on the rest
 
 Starts `streamlit run app.py` on a free loopback port (temporary runs folder, data root, home and
 working directory) and opens N sessions at once on `/train?tr_steps=..&tr_batch_size=..`; each
@@ -73,8 +74,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, home: Path, env: dict[str, str]):
-        self.home, self.runs = home, home / "runs"
+    def __init__(self, home: Path, env: dict[str, str], cpus: str = ""):
+        self.home, self.runs, self.cpus = home, home / "runs", cpus
         (home / "cwd").mkdir(parents=True)
         # Streamlit reads .streamlit/config.toml from its working directory: the app's own settings
         # (no file watcher, no gc.collect() after every run) hold in this one too
@@ -89,7 +90,8 @@ class Server:
         port = free_port()
         self.log = open(self.home / "streamlit.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+            [*(["taskset", "-c", self.cpus] if self.cpus else []),
+             sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
             cwd=self.home / "cwd", env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}"
@@ -382,7 +384,12 @@ async def main_async(args) -> int:
     env = {"RESNET_TORCH_THREADS": str(args.torch_threads)}
     if args.max_running:
         env["RESNET_MAX_RUNNING_JOBS"] = str(args.max_running)
-    server = Server(home, env)
+    if args.server_cpus:  # the server on these CPUs, this process (and so Chromium) on the others
+        others = set(os.sched_getaffinity(0)) - _cpu_list(args.server_cpus)
+        if not others:
+            raise SystemExit("--server-cpus leaves no CPU for the browser and the sessions")
+        os.sched_setaffinity(0, others)
+    server = Server(home, env, args.server_cpus)
     url = server.start()
     query = f"tr_steps={args.steps}&tr_batch_size={args.batch_size}" + (f"&{args.extra}" if args.extra else "")
     load_before = os.getloadavg()
@@ -494,6 +501,15 @@ async def main_async(args) -> int:
     return 0 if ok else 1
 
 
+def _cpu_list(spec: str) -> set[int]:
+    """CPUs of a taskset list such as "0", "0-2" or "0,3"."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--client", choices=("ws", "browser"), default="ws")
@@ -507,6 +523,9 @@ def main() -> int:
     p.add_argument("--torch-threads", type=int, default=1, help="RESNET_TORCH_THREADS for the server")
     p.add_argument("--probe-after", type=float, default=3.0, help="seconds before the first probe page load")
     p.add_argument("--probe-every", type=float, default=2.0, help="seconds between probe page loads")
+    p.add_argument("--server-cpus", default="",
+                   help="pin the server to these CPUs (taskset list, e.g. 0) and the browser and the sessions "
+                        "to the rest, as if students' browsers ran on their own machines")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (runs, server log)")
     args = p.parse_args()
     if not 1 <= args.sessions <= 100 or not 10 <= args.deadline <= 1800:
