@@ -60,12 +60,40 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
     fig.update_layout(
         xaxis={"domain": [0, 0.46], "title": {"text": "step"}},
         xaxis2={"domain": [0.54, 1], "title": {"text": "step"}, "matches": "x"},
-        yaxis={"type": "log", "dtick": "D2", "title": {"text": "loss (log scale)"}},  # D2: 2 and 5 only
+        yaxis={"type": "log", "title": {"text": "loss (log scale)"}, **log_ticks(metrics["loss"])},
         yaxis2={"anchor": "x2", "title": {"text": "accuracy"}, "tickformat": ".0%" if percent else None,
                 "range": [0, 1.02] if percent else [0, 102]},
         legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 30, "b": 40},
         height=360, uirevision="curves", template="plotly_white")
     return fig
+
+
+# Tick mantissas for a log axis, coarse to fine; log_ticks picks the coarsest giving three ticks.
+LOG_LADDERS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7), (1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9),
+               tuple(round(1 + 0.05 * i, 2) for i in range(180)))
+
+
+def log_ticks(values: pd.Series | np.ndarray) -> dict:
+    """Tick values and labels for a log axis over `values`' positive finite range.
+
+    Plotly labels a log axis at its own decades and digits: a loss between 1.8 and 2.4 (the first
+    steps of a run) got one tick, "2". At least three readable ticks whatever the range.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return {}
+    lo, hi = float(v.min()), float(v.max())
+    decades = range(int(np.floor(np.log10(lo))), int(np.floor(np.log10(hi))) + 1)
+    for ladder in LOG_LADDERS:
+        ticks = [round(m * 10.0**e, 12) for e in decades for m in ladder if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 3:
+            break
+    else:
+        ticks = [lo, hi] if hi > lo else [lo]
+    if len(ticks) > 8:  # a fine ladder over several decades: keep every k-th
+        ticks = ticks[:: int(np.ceil(len(ticks) / 8))]
+    return {"tickvals": ticks, "ticktext": [f"{t:.3g}" for t in ticks]}
 
 
 def _thin(idx: np.ndarray, max_points: int) -> np.ndarray:
