@@ -68,7 +68,7 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
     return fig
 
 
-# Tick mantissas for a log axis, coarse to fine; log_ticks picks the coarsest giving three ticks.
+# Tick mantissas for a log axis, coarse to fine; log_ticks picks the coarsest giving four ticks.
 LOG_LADDERS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7), (1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9),
                tuple(round(1 + 0.05 * i, 2) for i in range(180)))
 
@@ -77,7 +77,7 @@ def log_ticks(values: pd.Series | np.ndarray) -> dict:
     """Tick values and labels for a log axis over `values`' positive finite range.
 
     Plotly labels a log axis at its own decades and digits: a loss between 1.8 and 2.4 (the first
-    steps of a run) got one tick, "2". At least three readable ticks whatever the range.
+    steps of a run) got one tick, "2". Four to eight readable ticks whatever the range.
     """
     v = np.asarray(values, float)
     v = v[np.isfinite(v) & (v > 0)]
@@ -87,7 +87,7 @@ def log_ticks(values: pd.Series | np.ndarray) -> dict:
     decades = range(int(np.floor(np.log10(lo))), int(np.floor(np.log10(hi))) + 1)
     for ladder in LOG_LADDERS:
         ticks = [round(m * 10.0**e, 12) for e in decades for m in ladder if lo <= m * 10.0**e <= hi]
-        if len(ticks) >= 3:
+        if len(ticks) >= 4:  # three left a third of a short range unlabelled (1.6, 1.8, 2 for 1.56-2.3)
             break
     else:
         ticks = [lo, hi] if hi > lo else [lo]
