@@ -177,7 +177,8 @@ def test_many_layers_fewer_labels_and_fast_enough():
     assert len(fig.data[0].y) == len(layers)  # every row still there, named in the hover
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(1.8, 2.4), (0.0009, 2.5), (0.3, 2.4), (0.012, 0.019), (3.0, 30.0), (1.56, 2.3)])
+@pytest.mark.parametrize(("lo", "hi"),
+                         [(1.8, 2.4), (0.0009, 2.5), (0.3, 2.4), (0.012, 0.019), (3.0, 30.0), (1.56, 2.3)])
 def test_the_loss_axis_has_four_to_eight_labelled_ticks_inside_the_data(lo, hi):
     steps = np.arange(1, 21)
     metrics = pd.DataFrame({"step": steps, "split": "train", "loss": np.geomspace(hi, lo, 20),
