@@ -8,14 +8,14 @@ import re
 import pandas as pd
 import streamlit as st
 
-from resnet_core import data, runs
+from resnet_core import data
 from resnet_core.anatomy import describe
 from resnet_core.config import ConfigError, ModelConfig, make_train_config
 from resnet_core.device import DEVICES
 from resnet_core.limits import LIMITS, LimitError
 from resnet_core.size import train_seconds_estimate
 from resnet_core.train import DATASET_SHAPES
-from ui import live, state, train_view
+from ui import live, runs_view, state, train_view
 from ui.controls import model_controls, model_fields
 
 PAGE, P = "train", "tr_"
@@ -99,7 +99,7 @@ def runs_table() -> None:
     mine = live.manager().jobs(owner=live.session_owner())
     rows = [{"run": j.label, "state": j.state, "step": j.step, "test accuracy": j.test_accuracy,
              "record": j.run_dir} for j in mine]
-    saved = runs.list_runs()
+    saved = runs_view.saved_runs()
     rows += [{"run": r.label, "state": r.status, "step": (r.meta.get("final") or {}).get("step"),
               "test accuracy": (r.meta.get("final") or {}).get("test_accuracy"), "record": str(r.path)}
              for r in saved if str(r.path) not in {j.run_dir for j in mine}]

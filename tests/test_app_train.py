@@ -120,3 +120,23 @@ def test_a_refused_request_says_which_limit(app, monkeypatch):
     assert not app.exception
     assert "max_train_memory_mb" in app.error[0].value
     assert live.manager().jobs() == []
+
+
+def test_the_runs_table_lists_saved_records_and_sees_a_new_one(tmp_path, monkeypatch):
+    from tests.test_exports import write_record
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(root))
+    write_record(root, "saved-first", skip=True, test_accuracy=0.75)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert list(at.dataframe[0].value["run"]) == ["saved-first"]
+    at.run()  # a second view reads the listing shared by every session
+    assert list(at.dataframe[0].value["run"]) == ["saved-first"]
+    time.sleep(0.02)  # a new folder moves the listing's stamp
+    write_record(root, "saved-second", skip=False, test_accuracy=0.5)
+    at.run()
+    assert sorted(at.dataframe[0].value["run"]) == ["saved-first", "saved-second"]
+    assert not at.exception

@@ -50,14 +50,21 @@ class Catalogue:
     queued: int = 0  # jobs that have no record yet
 
 
-def catalogue() -> Catalogue:
-    """Every run this page can show: saved records (this server's jobs write theirs there too)."""
+def saved_runs() -> list[runs.RunRecord]:
+    """`runs.list_runs()` of the runs folder, read again only when a record's folder changed:
+    every session's page view shares one reading (a listing reads each record's config and
+    parquet footers, ~0.5 ms a record)."""
     root = runs.default_root()
     stamp: tuple[tuple[str, int], ...] = ()
     if root.is_dir():
         stamp = tuple(sorted((p.name, _stamp(p)) for p in root.iterdir() if p.is_dir()))
+    return _listing(str(root), stamp)
+
+
+def catalogue() -> Catalogue:
+    """Every run this page can show: saved records (this server's jobs write theirs there too)."""
     cat = Catalogue()
-    for rec in _listing(str(root), stamp):
+    for rec in saved_runs():
         if rec.damaged:
             cat.damaged[rec.name] = rec.damaged
         else:
