@@ -202,18 +202,14 @@ def fuzz_url(t: Target, tmp: Path) -> None:
     os.environ["RESNET_RUNS_DIR"], os.environ["RESNET_DATA_DIR"] = str(tmp / "url-runs"), str(tmp / "url-data")
     from streamlit.testing.v1 import AppTest
 
-    app = ROOT / "app.py"
-    pages = re.findall(r'st\.Page\("pages/(\w+)\.py"', app.read_text())
+    from tests.apptest import APP, follow_link  # the same way into a page as tests/test_fuzz_app.py
+
+    pages = re.findall(r'st\.Page\("pages/(\w+)\.py"', APP.read_text())
 
     def open_page(page: str, query: dict[str, str]) -> AppTest:
-        at = AppTest.from_file(str(app), default_timeout=120)
-        at.switch_page("pages/compare.py" if page != "compare" else "pages/architecture.py").run()
-        for k, v in query.items():
-            at.query_params[k] = v
-        at.switch_page(f"pages/{page}.py").run()
-        return at
+        return follow_link(page, query, timeout=120)
 
-    AppTest.from_file(str(app), default_timeout=120).run()  # the imports, once
+    AppTest.from_file(str(APP), default_timeout=120).run()  # the imports, once
     keys = {p: sorted(open_page(p, {}).query_params) for p in pages}
     values = st.one_of(st.sampled_from(MALICIOUS), text, st.integers(-10**20, 10**20).map(str),
                        st.floats().map(repr))

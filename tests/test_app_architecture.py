@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from resnet_core.anatomy import describe
 from resnet_core.config import preset
+from tests import apptest
+from tests.apptest import rerun
 
-APP = Path(__file__).resolve().parents[1] / "app.py"  # AppTest resolves relative paths against this file
-PAGE = "pages/architecture.py"
-
-
-def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+open_page = functools.partial(apptest.open_page, "architecture")
 
 
 def metrics(at: AppTest) -> dict[str, str]:

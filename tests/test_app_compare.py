@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -19,12 +20,11 @@ from streamlit.testing.v1 import AppTest
 
 from resnet_core import runzip
 from resnet_core.anatomy import describe
+from tests import apptest
+from tests.apptest import charts, rerun
 from tests.test_exports import write_record
 from tests.trainkit import mnist_tiny, tiny_model, tiny_train
 from ui import live
-
-APP = Path(__file__).resolve().parents[1] / "app.py"
-PAGE = "pages/compare.py"
 
 
 @pytest.fixture
@@ -42,27 +42,7 @@ def two(root):
     return a.name, b.name
 
 
-def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(PAGE)
-    return rerun(at)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at: AppTest) -> dict[str, dict]:
-    """Every plotly chart's figure, by its widget key ("cmp_curves", "cmp_heat_0", ...)."""
-    return {_chart_key(c): json.loads(c.proto.spec) for c in at.get("plotly_chart")}
-
-
-def _chart_key(chart) -> str:
-    return chart.proto.id.split("-", 2)[2]  # "$$ID-<hash>-<key>": Streamlit keeps the user's key last
+open_page = functools.partial(apptest.open_page, "compare")
 
 
 def array(value) -> list:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -11,28 +11,13 @@ from streamlit.testing.v1 import AppTest
 from resnet_core.config import cifar_config
 from resnet_core.figures.gradflow import fmt_norm
 from resnet_core.probe import gradflow
+from tests import apptest
+from tests.apptest import rerun
 
-APP = Path(__file__).resolve().parents[1] / "app.py"  # AppTest resolves relative paths against this file
 PAGE = "pages/gradient_flow.py"
 
 
-def open_page(**query: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    # the first run goes through app.py's default page: ui.state.restore reruns a page that a
-    # fresh process ran outside app.py's frame, which would otherwise undo the switch below
-    at.run()
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+open_page = functools.partial(apptest.open_page, "gradient_flow", timeout=120, root_first=True)
 
 
 def chart(at: AppTest) -> dict:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -12,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 from resnet_core.config import cifar_config
 from resnet_core.figures.gradflow import fmt_norm
 from resnet_core.probe import gradflow
+from tests import apptest
+from tests.apptest import charts, rerun
 from tests.trainkit import one_thread
-
-APP = Path(__file__).resolve().parents[1] / "app.py"  # AppTest resolves relative paths against this file
-PAGE = "pages/overview.py"
 
 
 @pytest.fixture(autouse=True)
@@ -24,28 +23,7 @@ def _one_thread():
         yield
 
 
-def open_app(**query: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()  # no switch_page: the root opens the Overview
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at: AppTest) -> dict[str, dict]:
-    """Chart key -> the figure's JSON, for the charts drawn now."""
-    out = {}
-    for c in at.get("plotly_chart"):
-        key = c.proto.id.rsplit("-", 1)[-1]  # element ids end with the user's key
-        out[key] = json.loads(c.proto.spec)
-    return out
+open_app = functools.partial(apptest.open_page, None, timeout=120)  # no page: the root opens the Overview
 
 
 def text(at: AppTest) -> str:

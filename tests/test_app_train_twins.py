@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import functools
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from tests.test_app_train import APP, wait_until
+from tests.apptest import charts, open_page
+from tests.test_app_train import wait_until
 from ui import live
 
 TINY_NET = {"tr_preset": "custom", "tr_layout": "blocks", "tr_layers": "1,1,1", "tr_widths": "4,8,8"}
@@ -17,24 +17,9 @@ TINY_NET = {"tr_preset": "custom", "tr_layout": "blocks", "tr_layers": "1,1,1", 
 def open_train(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
     live.manager.clear()
-
-    def open_with(**query) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.run()
-        for k, v in query.items():
-            at.query_params[k] = v
-        at.switch_page("pages/train.py").run()
-        assert not at.exception
-        return at
-
-    yield open_with
+    yield functools.partial(open_page, "train", root_first=True)
     live.manager().shutdown()
     live.manager.clear()
-
-
-def charts(at: AppTest) -> dict[str, dict]:
-    """{widget key: plotly figure as JSON} of every chart on the page."""
-    return {c.proto.id.split("-", 2)[2]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
 
 
 def test_twin_run_shows_both_nets_on_one_scale_with_their_log_ratio(open_train):

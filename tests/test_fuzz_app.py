@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,10 +19,10 @@ from streamlit.testing.v1 import AppTest
 
 from resnet_core.recorder import RunWriter
 from resnet_core.train import TrainResult
+from tests.apptest import APP
+from tests.apptest import follow_link as open_page
 from tests.trainkit import mnist_tiny, tiny_train
 from ui import live
-
-APP = Path(__file__).resolve().parents[1] / "app.py"
 
 # Every page app.py registers; each one's query keys are found by opening it (what it publishes).
 PAGES = re.findall(r'st\.Page\("pages/(\w+)\.py"', APP.read_text())
@@ -63,17 +62,6 @@ def runs_folder(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def open_page(page: str, query: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    # another page first, then the link, as a visitor who follows a link inside the app
-    # (Compare is the cheapest page to draw with no runs, Architecture the next)
-    at.switch_page("pages/compare.py" if page != "compare" else "pages/architecture.py").run()
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(f"pages/{page}.py").run()
-    return at
 
 
 def url(at: AppTest) -> dict[str, str]:
