@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
 import json
 import math
 import shutil
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from resnet_core import runzip
 from resnet_core.anatomy import describe
 from tests import apptest
 from tests.apptest import charts, rerun
-from tests.test_exports import write_record
+from tests.test_exports import _zip, write_record
 from tests.trainkit import mnist_tiny, tiny_model, tiny_train
 from ui import live
 
@@ -232,14 +230,6 @@ def test_upload_round_trips_and_joins_the_comparison(two, root, tmp_path):
     assert row["test accuracy"] == 0.625 and row["steps"] == 20 and row["time (s)"] == 10.0
     rerun(at)  # the file stays in the uploader: it is not imported twice
     assert [p.name for p in root.iterdir() if p.name.startswith(source.name)] == [source.name]
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("case, words", [

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from resnet_core.cli import main
 from resnet_core.jobs import JobManager
 from resnet_core.limits import from_env
 from resnet_core.model import ResNet
-from tests.trainkit import mnist_tiny, one_thread, tiny_train
+from tests.trainkit import mnist_tiny, one_thread, tiny_train, wait
 from ui import live
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +42,6 @@ TINY_URL = {"tr_preset": "custom", "tr_layout": "blocks", "tr_layers": "1,1,1", 
 def _one_thread():
     with one_thread():
         yield
-
-
-def wait(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def job_threads() -> list[threading.Thread]:

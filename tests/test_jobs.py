@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pandas as pd
@@ -12,6 +13,7 @@ from resnet_core import runs
 from resnet_core.jobs import JobManager
 from resnet_core.limits import LimitError, from_env
 from resnet_core.model import ResNet
+from tests import trainkit
 from tests.trainkit import mnist_tiny, one_thread, tiny_train
 
 LONG = 20_000  # steps: a job that runs until the test stops it
@@ -23,13 +25,7 @@ def _one_thread():
         yield
 
 
-def wait(predicate, timeout: float = 30.0, every: float = 0.02) -> float:
-    t0 = time.monotonic()
-    while not predicate():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("condition not reached in time")
-        time.sleep(every)
-    return time.monotonic() - t0
+wait = functools.partial(trainkit.wait, timeout=30.0)  # these jobs are tiny: 30 s is plenty
 
 
 def submit(m: JobManager, owner: str = "a", **train) -> str:

@@ -12,7 +12,7 @@ from resnet_core import runs, twins
 from resnet_core.jobs import JobManager
 from resnet_core.limits import LimitError, from_env
 from resnet_core.twins import train_twins
-from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train
+from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train, wait
 
 LONG = 20_000  # steps: a run that goes on until the test stops it
 
@@ -21,14 +21,6 @@ LONG = 20_000  # steps: a run that goes on until the test stops it
 def _one_thread():
     with one_thread():
         yield
-
-
-def wait(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 class Watch:

@@ -6,7 +6,8 @@ Everything here is tiny on purpose: the tests share two CPU cores with everyone 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -42,6 +43,16 @@ def synthetic(n_train: int = 256, n_test: int = 64, size: int = 8, classes: int 
     (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
     return TensorDataset("synthetic", xtr, ytr, xte, yte, 1, size, classes, tuple(map(str, range(classes))),
                          (0.0,), (1.0,))
+
+
+def wait(predicate: Callable[[], object], timeout: float = 60.0, every: float = 0.02) -> float:
+    """Seconds until `predicate()` holds, polled every `every` s; AssertionError after `timeout`."""
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(every)
+    return time.monotonic() - t0
 
 
 @contextlib.contextmanager
