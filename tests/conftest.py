@@ -129,3 +129,25 @@ def manager(tmp_path):
     m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, idle_s=600)
     yield m
     m.shutdown(timeout=10)
+
+
+def block_fills(tab, key: str) -> list[str]:
+    """The fill of every block drawn in the diagram with widget key `key`, read from the SVG: what
+    the eye sees as its colour."""
+    return tab.evaluate(f"""() => {{
+        const gd = document.querySelector('.st-key-{key} .js-plotly-plot');
+        const trace = [...gd.querySelectorAll('.scatterlayer .trace')]
+            .find(g => g.__data__ && g.__data__[0].trace.name === 'blocks');  // d3 binds each trace's data
+        return trace ? [...trace.querySelectorAll('.point')].map(p => p.style.fill) : [];
+    }}""")
+
+
+def scrub_to_first_step(tab, key: str):
+    """Move the time scrubber with widget key `key` to step 1, as a keyboard user does, and wait for
+    the run; returns the slider, focused, for more key presses."""
+    thumb = tab.locator(f".st-key-{key} input[type=range]")  # React Aria's slider: a hidden range input
+    thumb.focus()
+    thumb.press("Home")
+    tab.wait_for_function(f"() => /{key}=1(&|$)/.test(location.search)", timeout=30_000)
+    wait_for_app(tab)
+    return thumb

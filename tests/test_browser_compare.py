@@ -8,7 +8,7 @@ import re
 import pytest
 
 from resnet_core import runzip
-from tests.conftest import screenshot, wait_for_app
+from tests.conftest import block_fills, screenshot, scrub_to_first_step, wait_for_app
 from tests.test_exports import _zip, write_record
 
 pytestmark = pytest.mark.browser
@@ -24,16 +24,6 @@ def upload(tab, name: str, data: bytes) -> None:
 
 def diagram_title(tab, i: int) -> str:
     return tab.locator(f".st-key-cmp_diagram_{i} .gtitle").text_content()
-
-
-def block_fills(tab, i: int) -> list[str]:
-    """The fill of every block drawn in diagram i, read from the SVG: what the eye sees as its colour."""
-    return tab.evaluate(f"""() => {{
-        const gd = document.querySelector('.st-key-cmp_diagram_{i} .js-plotly-plot');
-        const trace = [...gd.querySelectorAll('.scatterlayer .trace')]
-            .find(g => g.__data__ && g.__data__[0].trace.name === 'blocks');  // d3 binds each trace's data
-        return [...trace.querySelectorAll('.point')].map(p => p.style.fill);
-    }}""")
 
 
 def test_upload_open_by_link_and_scrub(page, tmp_path):
@@ -75,20 +65,16 @@ def test_upload_open_by_link_and_scrub(page, tmp_path):
     assert f"{LABEL} · train" in legend  # markup and template characters shown as themselves
     assert tab.locator('[data-testid="stDataFrame"]').count() >= 1
     assert diagram_title(tab, 0).endswith("step 40")
-    before = [block_fills(tab, i) for i in (0, 1)]
+    before = [block_fills(tab, f"cmp_diagram_{i}") for i in (0, 1)]
     assert all(len(f) == 3 for f in before)  # three blocks coloured in each net
     screenshot(tab, "compare_two_runs_latest")
 
     # the scrubber back to the first step: the cursor moves, every diagram recolours
-    thumb = tab.locator(".st-key-cmp_step input[type=range]")  # React Aria's slider: a hidden range input
-    thumb.focus()
-    thumb.press("Home")
-    tab.wait_for_function("() => /cmp_step=1(&|$)/.test(location.search)", timeout=30_000)
-    wait_for_app(tab)
+    thumb = scrub_to_first_step(tab, "cmp_step")
     tab.wait_for_function(
         "() => document.querySelector('.st-key-cmp_diagram_1 .gtitle')?.textContent.endsWith('step 1')",
         timeout=30_000)
-    after = [block_fills(tab, i) for i in (0, 1)]
+    after = [block_fills(tab, f"cmp_diagram_{i}") for i in (0, 1)]
     assert after[0] != before[0] and after[1] != before[1]
     cursor = tab.locator(".st-key-cmp_heat_0 .layer-above path, .st-key-cmp_heat_0 .shapelayer path")
     assert cursor.count() >= 2  # black under white

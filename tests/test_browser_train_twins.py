@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import screenshot, wait_for_app
+from tests.conftest import block_fills, screenshot, scrub_to_first_step, wait_for_app
 
 pytestmark = pytest.mark.browser
 
 HEATMAPS = (".st-key-tr_heatmap", ".st-key-tr_heatmap_plain", ".st-key-tr_ratio")
-
-
-def block_fills(tab, key: str) -> list[str]:
-    """The fill of every block drawn in a diagram, read from the SVG: what the eye sees as its colour."""
-    return tab.evaluate(f"""() => {{
-        const gd = document.querySelector('.st-key-{key} .js-plotly-plot');
-        const trace = [...gd.querySelectorAll('.scatterlayer .trace')]
-            .find(g => g.__data__ && g.__data__[0].trace.name === 'blocks');  // d3 binds each trace's data
-        return trace ? [...trace.querySelectorAll('.point')].map(p => p.style.fill) : [];
-    }}""")
 
 
 def title(tab, key: str) -> str:
@@ -52,11 +42,7 @@ def test_twin_run_fills_both_heatmaps_and_the_scrubber_recolours(page):
     screenshot(tab, "train_twins_finished")
 
     # the scrubber back to the first step: the cursor moves and both diagrams recolour
-    thumb = tab.locator(".st-key-tr_scrub input[type=range]")  # React Aria's slider: a hidden range input
-    thumb.focus()
-    thumb.press("Home")
-    tab.wait_for_function("() => /tr_scrub=1(&|$)/.test(location.search)", timeout=30_000)
-    wait_for_app(tab)
+    scrub_to_first_step(tab, "tr_scrub")
     tab.wait_for_function("() => /step 1,/.test(document.querySelector('.st-key-tr_diagram_plain .gtitle')"
                           "?.textContent)", timeout=30_000)
     after = {k: block_fills(tab, k) for k in before}
