@@ -61,6 +61,18 @@ class Server:
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/task"))
 
+    def settled_threads(self, still_s: float = 11.0, timeout: float = 60.0) -> int:
+        """The thread count once it has held for `still_s`: the server's file-serving worker threads
+        (anyio's) end after 10 s idle, and one ending mid-test can hide the job's thread (a full
+        browser run once counted 16 before, 16 while training, 15 after)."""
+        count, since, deadline = self.threads(), time.time(), time.time() + timeout
+        while time.time() - since < still_s:
+            assert time.time() < deadline, f"the thread count did not settle in {timeout:.0f} s"
+            time.sleep(0.5)
+            if (n := self.threads()) != count:
+                count, since = n, time.time()
+        return count
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
             return
@@ -167,11 +179,11 @@ def test_a_closed_tab_stops_its_run_and_leaves_no_thread(browser, tmp_path):
         tab.get_by_role("button", name="Start").click()
         wait_until(lambda: any(record_status(p) == "finished" for p in server.runs.glob("*")), 90, "warm-up run")
         wait_for_app(tab)
-        baseline = server.threads()
 
         tab.goto(f"{url}/train?{TINY}&tr_steps=20000")
         tab.get_by_role("button", name="Start").wait_for(timeout=60_000)
         wait_for_app(tab)
+        baseline = server.settled_threads()
         tab.get_by_role("button", name="Start").click()
         long = wait_until(lambda: next((p for p in server.runs.glob("*") if record_status(p) == "running"), None),
                           60, "the long run starts")
