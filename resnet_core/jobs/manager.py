@@ -1,15 +1,22 @@
-"""Background training jobs shared by every browser session of one server.
+"""Background training jobs shared by every browser session of one server: the JobManager.
 
 One `JobManager` per process (the page holds it with st.cache_resource; this module knows
-nothing of streamlit). Each job trains in a daemon thread through train.train(), writing its
-record with recorder.RunWriter and keeping its rows in memory, so a page asks only for what
-is new (`job.since(cursor)`) and a cheap `job.snapshot()`. At most `max_running` jobs train at
-once; the rest wait in order and know their place. A job checks its flags every step and,
-while paused, waits on an Event with a timeout, so pause/resume/stop act within a step
-(well under a second for the nets a class trains on a CPU). A job nobody has polled for
-`idle_s` seconds is stopped, so a closed tab never leaves a thread training for nobody.
+nothing of streamlit). It keeps the queue, the limits, the owners and the run records; where a
+job trains is its backend's business (protocol.py): a worker process of its own by default
+(process_backend.py), a thread of this process (thread_backend.py, RESNET_JOB_BACKEND=thread).
+For each running job a relay thread (`job-<id>`) polls its worker's messages and feeds them to
+the Job (its in-memory rows, which pages read with `job.since(cursor)` and `job.snapshot()`)
+and to its RunWriter, so the record is written here, as the rows arrive: a worker needs no
+shared disk, and a worker that dies leaves a record of all it streamed, marked failed.
 
-Twin runs (`submit_twins`) are two jobs trained by one thread in lockstep (twins.py): they wait
+At most `max_running` jobs train at once; the rest wait in order and know their place. The
+relay passes pause/resume/stop to the worker within a tenth of a second, and the worker acts on
+them at its next step. A job nobody has polled for `idle_s` seconds is stopped, so a closed tab
+never leaves a worker training for nobody. A worker that sends nothing (not even its heartbeat,
+every second, paused or not) for `worker_timeout_s` (RESNET_WORKER_TIMEOUT_S, default 60) is
+killed and its job failed.
+
+Twin runs (`submit_twins`) are two jobs trained by one worker in lockstep (twins.py): they wait
 in the queue as one entry, start together, and a pause, resume or stop of either acts on both.
 A group (`submit_group`, e.g. the degradation experiment) is several jobs that count as one
 request against the per-session queue limit, and train one after another like any others.
@@ -18,21 +25,47 @@ request against the per-session queue limit, and train one after another like an
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from . import device as devices
-from .config import ModelConfig, TrainConfig
-from .job import ACTIVE, STATES, Job
-from .limits import LIMITS, LimitError
-from .recorder import RunWriter
-from .train import check_limits, train
-from .twins import check_twin_limits, link_records, train_twins, twin_configs
+from .. import device as devices
+from ..config import ModelConfig, TrainConfig
+from ..limits import LIMITS, LimitError
+from ..recorder import RunWriter
+from ..train import check_limits
+from ..twins import check_twin_limits, link_records, twin_configs
+from . import faults, protocol
+from .job import ACTIVE, Job
+from .protocol import TrainResult, WorkerLost
 
-__all__ = ["ACTIVE", "STATES", "Job", "JobManager"]  # Job lives in job.py; pages import it from here
 log = logging.getLogger(__name__)
+BACKENDS = ("process", "thread")
+
+
+def make_backend(name: str | None = None) -> protocol.Backend:
+    """The backend called `name`, else RESNET_JOB_BACKEND's, else "process"."""
+    name = name or os.environ.get("RESNET_JOB_BACKEND", "") or "process"
+    if name == "process":
+        from .process_backend import ProcessBackend
+
+        return ProcessBackend()
+    if name == "thread":
+        from .thread_backend import ThreadBackend
+
+        return ThreadBackend()
+    raise ValueError(f"job backend {name!r} is not one of {', '.join(BACKENDS)} (RESNET_JOB_BACKEND)")
+
+
+def _timeout_from_env() -> float:
+    try:
+        value = float(os.environ.get("RESNET_WORKER_TIMEOUT_S", ""))
+    except ValueError:
+        return 60.0
+    return value if 0 < value < 1e7 else 60.0
 
 
 class JobManager:
@@ -40,7 +73,8 @@ class JobManager:
 
     def __init__(self, root: str | Path | None = None, limits: Any = LIMITS, max_running: int | None = None,
                  idle_s: float = 600.0, keep_finished: int = 100, keep_history: int = 8,
-                 data_root: str | Path | None = None):
+                 data_root: str | Path | None = None, backend: str | protocol.Backend | None = None,
+                 worker_timeout_s: float | None = None):
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -56,6 +90,8 @@ class JobManager:
         self._running: set[Job] = set()
         self._lock = threading.RLock()
         self._closed = False
+        self.backend = backend if isinstance(backend, protocol.Backend) else make_backend(backend)
+        self.worker_timeout_s = worker_timeout_s or _timeout_from_env()
 
     def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, owner: str = "local", label: str = "",
                data_root: str | None = None, download: bool = False) -> str:
@@ -70,9 +106,9 @@ class JobManager:
     def submit_twins(self, model_cfg: ModelConfig, train_cfg: TrainConfig, owner: str = "local",
                      labels: tuple[str, str] = ("", ""), data_root: str | None = None,
                      download: bool = False) -> tuple[str, str]:
-        """(residual id, plain id) of `model_cfg`'s twins, trained in lockstep by one thread.
+        """(residual id, plain id) of `model_cfg`'s twins, trained in lockstep by one worker.
 
-        They take one place in the queue and one training slot: one thread trains both.
+        They take one place in the queue and one training slot: one worker trains both.
         """
         check_twin_limits(model_cfg, train_cfg, self.limits)
         devices.resolve(train_cfg.device)
@@ -151,7 +187,7 @@ class JobManager:
             return None
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop every job and wait (up to `timeout` s in all) for their threads to end."""
+        """Stop every job and wait (up to `timeout` s in all) for their relays to end; kill what is left."""
         with self._lock:
             self._closed = True
             jobs = list(self._jobs.values())
@@ -162,6 +198,11 @@ class JobManager:
         for job in jobs:
             if job.thread is not None:
                 job.thread.join(max(0.0, deadline - time.monotonic()))
+        for job in jobs:
+            if job.thread is not None and job.thread.is_alive() and job.worker is not None:
+                job.worker.kill()
+                job.thread.join(2)
+        self.backend.close()
 
     # ------------------------------------------------------------ scheduling
 
@@ -194,28 +235,27 @@ class JobManager:
     def _run(self, job: Job, gpu: int | None) -> None:
         pair = job._pair()
         try:
-            dev = f"cuda:{gpu}" if gpu is not None else None
             for j in pair:
                 j.writer = RunWriter(j.model_cfg, j.train_cfg, root=self.root, label=j.label)
-            where = {"device": dev, "limits": self.limits, "data_root": job.options["data_root"],
-                     "download": job.options["download"]}
-            if job.partner is None:
-                train(job.model_cfg, job.train_cfg, [job.writer, job], **where)
-            else:
+            if job.partner is not None:
                 link_records(job.writer, job.partner.writer)
-                train_twins(job.model_cfg, job.train_cfg, [job.writer, job], [job.partner.writer, job.partner],
-                            **where)
-        except BaseException as e:  # one job's failure must never take the manager or other jobs down
-            expected = isinstance(e, (LimitError, ValueError)) or type(e).__name__ == "DatasetUnavailable"
-            if not expected:
-                log.exception("job %s failed", job.id)
+            import torch
+
+            spec = protocol.job_spec([j.model_cfg for j in pair], job.train_cfg, twins=job.partner is not None,
+                                     device=f"cuda:{gpu}" if gpu is not None else None, limits=self.limits,
+                                     data_root=job.options["data_root"], download=job.options["download"],
+                                     threads=torch.get_num_threads(), fault=faults.from_env())
+            worker = self.backend.start(spec, name=f"job-{job.id}-worker")
             for j in pair:
-                if j.state in ACTIVE:  # the messages of expected errors are written for users already
-                    j.state, j.message = "failed", str(e)[:800] if expected else f"{type(e).__name__}: {str(e)[:500]}"
+                j.worker = worker
+            _Relay(job, worker, self.worker_timeout_s).run()
+        except BaseException as e:  # one job's failure must never take the manager or other jobs down
+            log.exception("job %s failed", job.id)
+            _fail(pair, f"{type(e).__name__}: {str(e)[:500]}")
         finally:
             for j in pair:
-                if j.state in ACTIVE:  # train() returned without on_end: never leave a job "running"
-                    j.state = "failed"
+                if j.state in ACTIVE:  # the worker ended without its end message: never leave a job "running"
+                    _fail([j], j.message or "the training process ended before its run did")
             with self._lock:
                 self._running.discard(job)
                 if gpu is not None:
@@ -230,3 +270,101 @@ class JobManager:
             job.release_history()
         for job in done[: max(0, len(done) - self.keep_finished)]:
             del self._jobs[job.id]
+
+
+def _fail(jobs: Any, message: str) -> None:
+    """Mark `jobs` failed with `message`; their records, if begun, keep every row streamed and say so."""
+    for j in jobs:
+        if j.state not in ACTIVE:
+            continue
+        result = TrainResult("failed", message, j.step, j.train_cfg.steps, j.device, train_loss=j.train_loss,
+                             test_accuracy=j.test_accuracy, samples_per_s=j.samples_per_s, seconds=j.seconds)
+        if j.writer is not None:
+            try:
+                j.writer.on_end(result)
+            except Exception:  # noqa: BLE001 - the job fails whatever its disk says
+                log.exception("job %s: its record could not be closed", j.id)
+        j.on_end(result)
+
+
+class _Relay:
+    """The server's side of one running job: its worker's messages to the jobs and records, and
+    the jobs' controls to its worker, until every net of it has ended."""
+
+    def __init__(self, job: Job, worker: protocol.Worker, timeout_s: float):
+        self.jobs, self.worker, self.timeout_s = job._pair(), worker, timeout_s
+        self.ended = [False] * len(self.jobs)
+        self.paused = self.stopped = False  # what the worker has been told
+
+    def run(self) -> None:
+        heard = time.monotonic()
+        while True:
+            self._controls()
+            try:
+                messages = self.worker.since(0.1)
+            except WorkerLost as e:
+                _fail(self.jobs, str(e))
+                return
+            now = time.monotonic()
+            if messages:
+                heard = now
+            elif now - heard > self.timeout_s:
+                self.worker.kill()
+                _fail(self.jobs, f"the training process sent nothing for {self.timeout_s:g} s "
+                                 "(RESNET_WORKER_TIMEOUT_S) and was killed")
+                return
+            for msg in messages:
+                if self._handle(msg):
+                    self.worker.close()
+                    return
+
+    def _controls(self) -> None:
+        lead = self.jobs[0]
+        if not self.stopped and (lead._stop.is_set() or any(j._idle() for j in self.jobs)):
+            self.stopped = True
+            self.worker.stop("; ".join(dict.fromkeys(filter(None, (j.stop_reason for j in self.jobs)))))
+            return
+        paused = any(j.paused for j in self.jobs) and not self.stopped
+        if paused != self.paused:
+            self.paused = paused
+            (self.worker.pause if paused else self.worker.resume)()
+
+    def _handle(self, msg: protocol.Message) -> bool:
+        """Pass one message on; True once nothing more is to come."""
+        kind = msg.kind
+        if kind in ("hello", "heartbeat"):
+            if kind == "heartbeat":
+                for j in self.jobs:
+                    if j.writer is not None:
+                        j.writer.heartbeat()
+            return False
+        if kind == "bye":
+            return True
+        if kind == "error":
+            _fail([j for j, done in zip(self.jobs, self.ended, strict=True) if not done], msg["message"])
+            return False
+        lane = int(msg["lane"])
+        job, writer = self.jobs[lane], self.jobs[lane].writer
+        if kind == "started":
+            job.where = {**self.worker.where(), "device": msg["device"]}
+            writer.meta["where"] = job.where
+            info = {k: msg[k] for k in ("layers", "blocks", "device", "params", "steps")}
+            for cb in (writer, job):
+                cb.on_start(info)
+        elif kind in ("log", "eval"):
+            row = {k: (math.nan if v is None else v) for k, v in msg["row"].items()}
+            for cb in (writer, job):
+                getattr(cb, "on_" + kind)(row)
+        elif kind == "grads":
+            values = protocol.grads_values(msg)
+            for cb in (writer, job):
+                cb.on_grads(msg["step"], values)
+        elif kind == "weights":
+            if hasattr(writer, "write_weights"):  # run records gain weights with issue 11
+                writer.write_weights(msg["which"], msg.blobs[0])
+        elif kind == "end":
+            result = protocol.result_from(msg["result"])
+            self.ended[lane] = True
+            for cb in (writer, job):
+                cb.on_end(result)
+        return False
