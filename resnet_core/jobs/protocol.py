@@ -130,7 +130,7 @@ def result_from(values: dict[str, Any]) -> TrainResult:
 
 def job_spec(models: Sequence[ModelConfig], train_cfg: TrainConfig, *, twins: bool, device: str | None,
              limits: Limits, data_root: str | None, download: bool, threads: int,
-             fault: dict[str, Any] | None = None) -> str:
+             fault: list[dict[str, Any]] | None = None) -> str:
     """A job's start arguments as one JSON string: what the worker needs and nothing a user typed
     beyond the configs the server validated."""
     return json.dumps({"models": [m.to_dict() for m in models], "train": train_cfg.to_dict(), "twins": twins,
@@ -148,7 +148,7 @@ class Spec:
     data_root: str | None
     download: bool
     threads: int
-    fault: dict[str, Any] | None
+    fault: list[dict[str, Any]] | None  # test-only (faults.py)
 
 
 def read_spec(text: str) -> Spec:
