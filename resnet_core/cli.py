@@ -324,3 +324,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 EXTRA_COMMANDS.append(_register_train)
+
+
+# ---------------------------------------------------------------- evaluate (inspect/cli.py)
+
+from .inspect.cli import register as _register_evaluate  # noqa: E402 - after the helpers it uses
+
+EXTRA_COMMANDS.append(_register_evaluate)
