@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import layout
 from .config import ModelConfig, TrainConfig
 from .model import build_model
 
@@ -243,7 +244,8 @@ class Loop:
     def setup(self, model: torch.nn.Module) -> None:
         """Move `model` to the device, make its optimizer and the per-interval buffers."""
         cfg, dev = self.cfg, self.dev
-        self.cl = use_channels_last(cfg, dev)
+        # and only where oneDNN computes its weight gradients right (layout.py)
+        self.cl = use_channels_last(cfg, dev) and layout.channels_last_ok(model, dev)
         self.model = model.to(dev, memory_format=torch.channels_last if self.cl else torch.contiguous_format)
         self.opt = make_optimizer(self.model, cfg)
         self.amp = autocast_for(cfg, dev)
