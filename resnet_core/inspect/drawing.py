@@ -54,3 +54,26 @@ def to_mnist(rgba: np.ndarray, mean: float, std: float) -> torch.Tensor | None:
     frame = torch.zeros(SIDE, SIDE)
     frame[top:top + nh, left:left + nw] = small
     return ((frame - mean) / std).unsqueeze(0)
+
+
+LEVELS = 16  # a drawing in a link: 28x28 pixels at 16 grey levels, one hex digit each (784 characters)
+
+
+def encode(x: torch.Tensor, mean: float, std: float) -> str:
+    """A normalised (1, 28, 28) digit as 784 hex digits, for the page's URL."""
+    pix = (x[0] * std + mean).clamp(0, 1)
+    q = (pix * (LEVELS - 1)).round().to(torch.int64).flatten().tolist()
+    return "".join("0123456789abcdef"[v] for v in q)
+
+
+def decode(code: str, mean: float, std: float) -> torch.Tensor:
+    """encode's inverse, normalised; ValueError for anything but 784 hex digits."""
+    if len(code) != SIDE * SIDE or any(c not in "0123456789abcdef" for c in code):
+        raise ValueError(f"{SIDE * SIDE} hex digits 0-9a-f")
+    pix = torch.tensor([int(c, 16) for c in code], dtype=torch.float32).view(1, SIDE, SIDE) / (LEVELS - 1)
+    return (pix - mean) / std
+
+
+def quantised(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """`x` as a link carries it: what the page predicts on, so a shared link shows the same prediction."""
+    return decode(encode(x, mean, std), mean, std)
