@@ -118,9 +118,10 @@ with left:
         st.image(to_pixels(image, ds.mean, ds.std), width=168,
                  caption=f"test image #{ss['ins_idx']}: a {classes[int(ds.y_test[ss['ins_idx']])]}")
     else:
-        st.caption("Draw a digit with the mouse, white on black, as big as the box. It is cropped, scaled to 20 "
-                   "pixels and centred in 28×28 as MNIST's digits were, then normalised like the training images.")
         image, ss["ins_draw"] = canvas_digit(ds, ss.get("ins_draw", ""))
+        st.caption("Draw with the mouse, white on black, filling the box; the bin clears it. The drawing is cropped, "
+                   "scaled to 20 pixels and centred in 28×28 as MNIST's digits were, then normalised like the "
+                   "training images.")
         if image is None:
             st.info("The canvas is empty: draw a digit to see what the net makes of it.", icon=":material/draw:")
         else:

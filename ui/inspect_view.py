@@ -184,6 +184,7 @@ def canvas_digit(ds: data.TensorDataset, link_code: str) -> tuple[torch.Tensor |
     """(the drawn digit normalised (1, 28, 28), or None; its URL code). A link's drawing stands until one is drawn."""
     from streamlit_drawable_canvas import st_canvas
 
+    st.space("medium")  # the canvas's toolbar floats above its top edge
     result = st_canvas(stroke_width=18, stroke_color="#FFFFFF", background_color="#000000", height=224, width=224,
                        drawing_mode="freedraw", key="ins_canvas", return_image_data=True, update_streamlit=True)
     objects = (result.json_data or {}).get("objects", []) if result is not None else []
