@@ -10,7 +10,7 @@ import streamlit as st
 
 from resnet_core import data
 from resnet_core.anatomy import describe
-from resnet_core.config import ConfigError, ModelConfig, make_train_config
+from resnet_core.config import ConfigError, ModelConfig, make_train_config, net_label
 from resnet_core.device import DEVICES
 from resnet_core.limits import LIMITS, LimitError
 from resnet_core.size import train_seconds_estimate
@@ -92,8 +92,7 @@ def start(cfg: ModelConfig) -> None:
 
 
 def _label(cfg: ModelConfig, tcfg, suffix: str = "") -> str:
-    net = f"{'resnet' if cfg.skip else 'plain'}{cfg.depth}"
-    return f"{net} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}{suffix}"
+    return f"{net_label(cfg)} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}{suffix}"
 
 
 def runs_table() -> None:
