@@ -162,3 +162,39 @@ def test_shortcut_share_heatmap_shows_the_logged_shares(app):
     last = logged[logged["step"] == logged["step"].max()].set_index("layer")["value"]
     assert heat["y"] == list(job.blocks)
     assert [row[-1] for row in heat["z"]] == pytest.approx([last[b] for b in job.blocks], abs=1e-5)
+
+
+def test_runs_table_accuracy_reads_as_a_percentage_and_private_runs_hide_other_browsers_records(tmp_path,
+                                                                                                 monkeypatch):
+    from tests.test_exports import write_record
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(root))
+    write_record(root, "someone-elses", skip=True, test_accuracy=0.75)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["someone-elses"] and list(table["test accuracy"]) == ["75.0%"]
+
+    monkeypatch.setenv("RESNET_PRIVATE_RUNS", "1")  # the server option: each browser sees only its own
+    at.run()
+    assert not at.dataframe and any("No runs yet" in c.value for c in at.caption)
+    at.switch_page("pages/compare.py").run()
+    assert at.multiselect(key="cmp_pick").options == []
+    monkeypatch.delenv("RESNET_PRIVATE_RUNS")
+    at.run()
+    assert len(at.multiselect(key="cmp_pick").options) == 1
+
+
+def test_own_runs_are_listed_first(tmp_path, monkeypatch):
+    from tests.test_exports import write_record
+    from ui import runs_view
+
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    for label in ("a", "b", "c"):
+        write_record(tmp_path, label, skip=True)
+    listing = [r.name for r in runs_view.saved_runs()]
+    monkeypatch.setattr(runs_view, "own_names", lambda: {listing[-1]})  # this browser made the last one
+    assert [r.name for r in runs_view.visible_runs()] == [listing[-1], *listing[:-1]]

@@ -96,8 +96,8 @@ def test_net_names_ignore_input_and_classes():
     from resnet_core.config import preset
     from resnet_core.train import model_for_dataset
 
-    assert compare.net_name(model_for_dataset(preset("resnet20"), "mnist-5k")) == "resnet20"
-    assert compare.net_name(preset("plain56", num_classes=4)) == "plain56"
+    assert compare.net_name(model_for_dataset(preset("resnet20"), "mnist-5k")) == "ResNet-20"
+    assert compare.net_name(preset("plain56", num_classes=4)) == "plain-56"
     assert compare.net_name(tiny_model(skip=False)) == "custom plain-8"
 
 

@@ -63,6 +63,9 @@ def status_row(snap: dict, name: str | None = None) -> None:
     cells = [("State", snap["state"]), ("Step", f"{snap['step']:,} / {snap['steps']:,}"),
              ("Samples/s", f"{rate:,.0f}" if rate == rate else "–"), ("ETA", eta),
              ("Device", snap["device"] or "–"), ("Queue place", str(place) if place else "–")]
+    acc = snap.get("test_accuracy")
+    if acc is not None and acc == acc:  # the test split's figure, once evaluated (finally at the end)
+        cells.insert(3, ("Test accuracy", f"{acc:.1%}"))
     if name:
         cells.insert(0, ("Net", name))
     for col, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
@@ -98,6 +101,8 @@ def scrubber(jobs: list[Job], grads: list[pd.DataFrame]) -> int | None:
     chosen = int(ss["tr_scrub"])  # what the slider below returns in this run
     shown = min(chosen, latest)
     following = chosen >= latest and latest < last
+    if following:  # the handle sits at the run's end, past the step shown: its number would contradict the label
+        st.html('<style>.st-key-tr_scrub [data-testid="stSliderThumbValue"] { visibility: hidden; }</style>')
     st.slider(f"Time scrubber: step {shown:,}" + (" (the latest: drag left to go back in time)" if following else ""),
               1, last, key="tr_scrub",
               help="Moves the cursor on the heatmaps and recolours the diagrams with the gradients of the last "
