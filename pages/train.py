@@ -10,7 +10,7 @@ import streamlit as st
 
 from resnet_core import data
 from resnet_core.anatomy import describe
-from resnet_core.config import ConfigError, ModelConfig, make_train_config
+from resnet_core.config import ConfigError, ModelConfig, make_train_config, net_label
 from resnet_core.device import DEVICES
 from resnet_core.limits import LIMITS, LimitError
 from resnet_core.size import train_seconds_estimate
@@ -92,24 +92,32 @@ def start(cfg: ModelConfig) -> None:
 
 
 def _label(cfg: ModelConfig, tcfg, suffix: str = "") -> str:
-    net = f"{'resnet' if cfg.skip else 'plain'}{cfg.depth}"
-    return f"{net} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}{suffix}"
+    return f"{net_label(cfg)} · {tcfg.dataset} · {tcfg.steps} steps · seed {tcfg.seed}{suffix}"
 
 
 def runs_table() -> None:
-    mine = live.manager().jobs(owner=live.session_owner())
-    rows = [{"run": j.label, "state": j.state, "step": j.step, "test accuracy": j.test_accuracy,
+    mine = live.manager().jobs(owner=live.session_owner())[::-1]  # this browser's runs first, newest first
+    rows = [{"run": j.label, "state": j.state, "step": j.step, "test accuracy": _accuracy(j.test_accuracy, j.state),
              "record": j.run_dir} for j in mine]
-    saved = runs_view.saved_runs()
+    saved = runs_view.visible_runs()
     rows += [{"run": r.label, "state": r.status, "step": (r.meta.get("final") or {}).get("step"),
-              "test accuracy": (r.meta.get("final") or {}).get("test_accuracy"), "record": str(r.path)}
+              "test accuracy": _accuracy((r.meta.get("final") or {}).get("test_accuracy"), r.status),
+              "record": str(r.path)}
              for r in saved if str(r.path) not in {j.run_dir for j in mine}]
     st.subheader("Runs")
     if not rows:
         st.caption("No runs yet. Finished runs are kept as records and can be compared later.")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={"test accuracy": st.column_config.NumberColumn(format="percent")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if runs_view.private_runs():
+        st.caption("This server shows each browser only its own runs (RESNET_PRIVATE_RUNS).")
+
+
+def _accuracy(value: float | None, status: str) -> str:
+    """The test accuracy as the table shows it: a percentage, or when it will come."""
+    if value is not None and value == value:
+        return f"{value:.1%}"
+    return "at the end" if status in ("queued", "running", "paused") else "–"
 
 
 # ---------------------------------------------------------------- page

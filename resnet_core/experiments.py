@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, ModelConfig, TrainConfig, cifar_config, make_train_config
+from .config import ConfigError, ModelConfig, TrainConfig, cifar_config, make_train_config, net_label
 from .train import model_for_dataset
 
 FAMILIES = ("plain", "residual")
@@ -78,7 +78,7 @@ def plan(exp: Degradation) -> list[Planned]:
     for family in exp.families:
         for depth in sorted(exp.depths):
             model = model_for_dataset(cifar_config(depth, skip=family == "residual"), exp.dataset)
-            label = f"{family}{depth} · degradation · {exp.steps} steps"
+            label = f"{net_label(model)} · degradation · {exp.steps} steps"
             out.append(Planned(family, depth, model, train, label))
     return out
 

@@ -83,9 +83,17 @@ DEMOS: tuple[Demo, ...] = (
 )
 
 
+# Streamlit draws a page link's label on one line and cuts it with an ellipsis; a demo's title wraps.
+_WRAP_LABELS = """<style>
+[data-testid="stPageLink-NavLink"] span, [data-testid="stPageLink-NavLink"] p {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+</style>"""
+
+
 def demo_links(container: Any = None, captions: bool = True) -> None:
     """A link per demo, each followed by what to notice."""
     target = container if container is not None else st
+    st.html(_WRAP_LABELS)
     for demo in DEMOS:
         target.page_link(demo.page, label=demo.title, icon=":material/play_circle:", query_params=demo.query,
                          help=None if captions else demo.caption)
