@@ -4,6 +4,7 @@ import streamlit as st
 
 from resnet_core import device
 from resnet_core.train import warm_up
+from ui import present
 from ui.classroom import demo_links
 
 st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:", layout="wide")
@@ -30,11 +31,13 @@ def _device_label() -> str:
     return device.describe()
 
 
-st.sidebar.markdown(f":material/memory: **Device:** `{_device_label()}`")
-st.sidebar.caption(
-    "Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
-    "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)"
-)
-with st.sidebar.expander("Classroom demos", icon=":material/school:"):
+present.frame()  # presenter mode (?present=1): larger, a trimmed sidebar, plain captions
+with present.extras():  # what presenter mode hides
+    st.markdown(f":material/memory: **Device:** `{_device_label()}`")
+    st.caption(
+        "Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
+        "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)"
+    )
+with st.sidebar.expander("Classroom demos", icon=":material/school:", expanded=present.on()):
     demo_links(captions=False)
 page.run()

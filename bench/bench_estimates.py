@@ -34,7 +34,7 @@ from resnet_core.twins import train_twins  # noqa: E402
 
 
 def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def page_train_config(steps: int, batch: int, lr: float = 0.1):
