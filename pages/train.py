@@ -131,7 +131,9 @@ if cfg is None:
 st.toggle("Train the plain twin beside it (lockstep)", key="tr_twin",
           help="Trains this net with skip connections and without, side by side: same seed, same starting "
                "weights wherever the layers are the same, the same batches in the same order. Only the "
-               "skips differ, so every difference you see is theirs. Takes about twice as long.")
+               "skips differ, so every difference you see is theirs. Two nets train each step: a twin-20 run "
+               "took 1.9 times as long as a single one on a 2-core CPU (bench/bench_estimates.py twin-factor); "
+               "the estimate below counts both.")
 if ss.tr_twin and not cfg.skip:
     st.caption("The net in the sidebar has its skips off: the twin run trains it beside its residual twin.")
 shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
