@@ -161,11 +161,11 @@ with right:
     a.slider("Gradient ∂L/∂W = 10^k, k =", min_value=-12, max_value=0, step=1, key="ov_grad_exp")
     b.select_slider("Learning rate lr", options=LRS, key="ov_lr")
     u = explain.sgd_update(WEIGHT, 10.0 ** ss.ov_grad_exp, ss.ov_lr)
-    m1, m2, m3 = st.columns(3)
+    m1, m2 = st.columns(2)
     m1.metric("Gradient ∂L/∂W", fmt_norm(u.grad))
     m2.metric("Step lr·∂L/∂W", fmt_norm(u.step))
-    m3.metric("New weight W", f"{u.new_weight:.15g}", delta=f"-{fmt_norm(u.step)}", delta_color="off",
-              help=f"W starts at {WEIGHT}; computed in float64.")
+    # Up to 15 digits: a metric tile a sixth of the page wide cut them off ("0.499999…"); text wraps.
+    st.markdown(f"New weight **W = {u.new_weight:.15g}** (W = {WEIGHT} minus the step, computed in float64)")
     st.plotly_chart(update_figure(u), width="stretch", config=PLOT_CONFIG, key="ov_update")
     if u.lost_in_f32:
         st.info(f"In float32, the precision the net stores its weights in, this step is lost altogether: "

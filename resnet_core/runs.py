@@ -3,6 +3,7 @@
     <root>/<run>/config.json             model and training configs, environment, status, final figures
     <root>/<run>/metrics-00001.parquet   (step, split, loss, accuracy, lr, seconds, samples_per_s)
     <root>/<run>/grads-00001.parquet     (step, layer, kind, value), long format
+    <root>/<run>/model.safetensors       the trained weights; model_initial.safetensors: at step 0 (weights.py)
 
 Parquet cannot be appended to, so the writer adds a small part file every ~2 s (written to a
 temporary name, then renamed: a part is whole or absent), and a killed process loses at most
@@ -37,7 +38,11 @@ from .config import ConfigError, ModelConfig, TrainConfig, from_dict
 
 FORMAT, VERSION = "resnet-explainer-run", 1
 STATUSES = ("running", "finished", "stopped", "failed", "diverged", "interrupted")
-KINDS = ("weight_grad", "weight_norm", "update_ratio", "act_grad")
+LAYER_KINDS = ("weight_grad", "weight_norm", "update_ratio")  # one value per weighted layer
+# one value per block; shortcut_share (the shortcut's share of the gradient at the block's fork) is
+# new in records of issue 12: older records lack it and still load
+BLOCK_KINDS = ("act_grad", "shortcut_share")
+KINDS = LAYER_KINDS + BLOCK_KINDS  # the order in which a logged step's values are concatenated
 SPLITS = ("train", "test")
 METRICS_SCHEMA = pa.schema([("step", pa.int64()), ("split", pa.string()), ("loss", pa.float64()),
                             ("accuracy", pa.float64()), ("lr", pa.float64()), ("seconds", pa.float64()),
@@ -54,7 +59,16 @@ COMPACT_EVERY = 64
 PART_RE = re.compile(r"^(metrics|grads)-(\d{5,9})\.parquet$")
 STALE_S = 120.0  # a "running" record from another host whose heartbeat is older is interrupted
 
+WEIGHTS_FILES = {"final": "model.safetensors", "initial": "model_initial.safetensors"}
+
 _LIVE: set[str] = set()  # run folders a writer in this process has open: their "running" is true
+
+
+def grads_layout(layers: list[str], blocks: list[str]) -> tuple[list[str], list[str]]:
+    """(layer, kind) of each value of a logged step concatenated in KINDS order."""
+    names = list(layers) * len(LAYER_KINDS) + list(blocks) * len(BLOCK_KINDS)
+    kinds = [k for k in LAYER_KINDS for _ in layers] + [k for k in BLOCK_KINDS for _ in blocks]
+    return names, kinds
 
 
 def default_root() -> Path:
@@ -103,6 +117,15 @@ class RunRecord:
     @property
     def label(self) -> str:
         return str(self.meta.get("label") or self.path.name)
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the record holds trained weights (older records do not); weights.load checks them."""
+        return (self.path / WEIGHTS_FILES["final"]).is_file()
+
+    @property
+    def has_initial_weights(self) -> bool:
+        return (self.path / WEIGHTS_FILES["initial"]).is_file()
 
 
 def check_config(meta: Any) -> tuple[ModelConfig, TrainConfig]:

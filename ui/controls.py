@@ -33,6 +33,7 @@ from resnet_core.config import (
     ConfigError,
     ModelConfig,
     cifar_config,
+    display_name,
     imagenet_config,
     make_config,
     preset,
@@ -102,9 +103,11 @@ def model_fields(prefix: str, default_preset: str = "resnet20") -> list[Field]:
         Field(p + "preset", d["preset"], options=PRESET_CHOICES),
         Field(p + "layout", d["layout"], options=LAYOUTS),
         Field(p + "depth", d["depth"], lo=3, hi=3 * MAX_BLOCKS_PER_STAGE * 2 + 2),
-        Field(p + "layers", d["layers"], check=lambda s: bool(_INT_LIST.match(s))),
+        Field(p + "layers", d["layers"], check=lambda s: bool(_INT_LIST.match(s)),
+              allowed="blocks per stage as whole numbers separated by commas, e.g. 2,2,2,2"),
         Field(p + "block", d["block"], options=BLOCKS),
-        Field(p + "widths", d["widths"], check=lambda s: bool(_INT_LIST.match(s))),
+        Field(p + "widths", d["widths"], check=lambda s: bool(_INT_LIST.match(s)),
+              allowed="channels per stage as whole numbers separated by commas, e.g. 64,128,256,512"),
         Field(p + "stem", d["stem"], options=STEMS),
         Field(p + "shortcut", d["shortcut"], options=SHORTCUTS),
         Field(p + "skip", d["skip"]),
@@ -205,8 +208,9 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
                 if "num_classes" not in fixed:
                     st.number_input("Classes", 2, MAX_CLASSES, step=1, key=p + "num_classes")
 
+        for k, v in fixed.items():  # no widget of theirs is drawn: the URL says what the net really gets
+            ss[p + k] = v
         values = {k: ss[p + k] for k in ("preset", *LAYOUT_FIELDS, *COMMON)}
-        values.update(fixed)
         try:
             cfg = config_from_values(values)
         except ConfigError as e:
@@ -216,7 +220,7 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
         ss[p + "_error"] = None
         same = preset_name(cfg)
         if same and same != values["preset"]:
-            st.caption(f"This is exactly **{same}**.")
+            st.caption(f"This is exactly **{display_name(same)}**.")
     # Fields whose widgets were not drawn follow the net on screen, so that switching to
     # "custom" or to another layout starts from it (and the URL describes it consistently).
     current = field_values(cfg)
