@@ -11,10 +11,13 @@ import os
 import time
 
 import pytest
+import torch
 
-from resnet_core import runs
+from resnet_core import runs, weights
 from resnet_core.jobs import JobManager
 from resnet_core.limits import from_env
+from resnet_core.recorder import RunWriter
+from resnet_core.train import train
 from tests.trainkit import mnist_tiny, one_thread, tiny_train, wait, worker_fault
 
 HEALTHY = (4, 8, 16)  # the widths of the jobs no fault touches
@@ -66,6 +69,8 @@ def test_a_dead_worker_fails_its_job_alone_and_the_next_starts(tmp_path, monkeyp
         assert steps == list(range(1, 6))  # every row the worker streamed before its 6th step
         assert sorted(rec.grads["step"].unique()) == steps
         assert rec.meta["where"] == {**bad.where, "device": "cpu"} and rec.meta["final"]["step"] == 5
+        assert weights.path_of(bad.run_dir, "initial").exists()  # streamed at the start
+        assert not weights.path_of(bad.run_dir, "final").exists()  # the dead worker never sent them
         assert runs.load_run(other.run_dir).meta["where"]["pid"] != bad.where["pid"]
     finally:
         m.shutdown()
@@ -104,12 +109,23 @@ def test_a_paused_worker_outlives_the_timeout_and_resumes(tmp_path):
         m.shutdown()
 
 
-def test_the_thread_backend_speaks_the_same_protocol(tmp_path):
-    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, backend="thread")
+@pytest.mark.parametrize("backend", ["process", "thread"])
+def test_both_backends_stream_the_same_record_weights_included(tmp_path, backend):
+    """The same seeded run through either backend: the same rows, the same trained weights."""
+    m = JobManager(root=tmp_path, limits=from_env({}), max_running=1, backend=backend)
     try:
         job = submit(m, HEALTHY, 4)
         wait(lambda: job.done)
-        assert job.state == "finished" and job.where["backend"] == "thread" and job.where["pid"] == os.getpid()
-        assert runs.load_run(job.run_dir).meta["where"]["backend"] == "thread"
     finally:
         m.shutdown()
+    assert job.state == "finished" and job.where["backend"] == backend
+    assert (job.where["pid"] == os.getpid()) == (backend == "thread")
+    rec = runs.load_run(job.run_dir)
+    assert rec.meta["where"]["backend"] == backend and rec.metrics["step"].tolist() == [1, 2, 3, 4, 4]
+    trained = weights.load(job.run_dir)  # checked against the record's config, then read
+    ref = tmp_path / "ref"
+    train(mnist_tiny(widths=HEALTHY), tiny_train(steps=4, batch_size=8), [RunWriter(mnist_tiny(widths=HEALTHY),
+          tiny_train(steps=4, batch_size=8), run_dir=ref)])
+    expected = weights.load(ref)
+    assert trained.keys() == expected.keys()
+    assert all(torch.equal(trained[k], expected[k]) for k in expected)
