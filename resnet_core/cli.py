@@ -337,6 +337,6 @@ EXTRA_COMMANDS.append(_register_evaluate)
 
 # ---------------------------------------------------------------- why residual nets work (why/cli.py)
 
-from .why.cli import register_paths as _register_paths  # noqa: E402 - after the helpers it uses
+from .why.cli import register_landscape, register_lesion, register_paths  # noqa: E402 - after the helpers
 
-EXTRA_COMMANDS.append(_register_paths)
+EXTRA_COMMANDS.extend([register_paths, register_lesion, register_landscape])
