@@ -37,7 +37,7 @@ def test_root_opens_the_overview_quickly_drawn():
     assert not at.button(key="ov_grad_btn").disabled  # the gradient plot waits for its button
     assert "ResNet-18: 1 + 16 + 1 = 18" in text(at)
     assert at.query_params["ov_digit"] == "700"
-    links = {(p.proto.page, p.proto.query_string) for p in at.get("page_link")}
+    links = {(p.proto.page, p.proto.query_string) for p in at.main.get("page_link")}  # the page's, not the sidebar's
     pages = {p for p, _ in links}
     assert {"architecture", "gradient-flow", "train", "compare", "degradation"} <= pages
     assert any("gf_bn=1" in q for p, q in links if p == "gradient-flow")  # the caveat's link shows BN

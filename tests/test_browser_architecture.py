@@ -93,10 +93,10 @@ def test_a_bad_custom_net_shows_the_reason_not_a_traceback(page):
 def test_the_net_survives_a_page_switch(page):
     open_architecture(page, "?arch_preset=resnet56&arch_skip=0")
     wait_for_title(page, "plain-56")
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Gradient flow").click()
+    page.locator(".st-key-app_nav").get_by_text("Gradient flow", exact=True).click()
     page.wait_for_url("**/gradient-flow**", timeout=60_000)
     wait_for_app(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Architecture").click()
+    page.locator(".st-key-app_nav").get_by_text("Architecture", exact=True).click()
     wait_for_title(page, "plain-56")
     assert metric(page, "Parameters") == "853,018"
     assert "arch_preset=resnet56" in page.url and "arch_skip=0" in page.url

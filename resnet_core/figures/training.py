@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 
 # Okabe & Ito's palette: told apart with every common colour-vision deficiency.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-KINDS = ("weight_grad", "act_grad", "update_ratio", "weight_norm")
+KINDS = ("weight_grad", "act_grad", "update_ratio", "weight_norm", "shortcut_share")
 KIND_LABELS = {"weight_grad": "‖∂L/∂W‖", "act_grad": "‖∂L/∂h‖", "update_ratio": "‖ΔW‖ / ‖W‖",
-               "weight_norm": "‖W‖"}
+               "weight_norm": "‖W‖", "shortcut_share": "shortcut's share"}
 HEATMAP_SCALE = "Viridis"
 RATIO_SCALE = "RdBu"  # diverging, red below 1, blue above, white at 1
 ZERO_COLOUR = "#9e9e9e"  # neutral grey: outside Viridis and RdBu for every kind of colour vision
