@@ -63,7 +63,7 @@ def test_demo_link_from_its_own_page_sets_widgets_and_url_and_the_next_toggle_ke
     at = AppTest.from_file(str(APP), default_timeout=120)
     browser = Browser(monkeypatch, at)
     vanishing, clean = BY_KEY["vanishing"], BY_KEY["clean-path"]
-    browser.follow("pages/gradient_flow.py", vanishing.query)
+    browser.follow("pages/gradient-flow.py", vanishing.query)
     assert at.session_state["gf_depth"] == 56 and browser.address["gf_activation"] == "relu"
 
     browser.follow(clean.page, clean.query)  # the same page: the frontend keeps its address
@@ -139,7 +139,7 @@ def test_presenter_mode_stays_in_the_url_across_widgets_and_pages_and_turns_off(
     at.toggle(key="arch_batchnorm").set_value(False)
     browser.run()
     assert browser.address.get("present") == "1" and browser.address.get("arch_batchnorm") == "0"
-    browser.follow("pages/gradient_flow.py", {})  # the sidebar's page list: no query string
+    browser.follow("pages/gradient-flow.py", {})  # the sidebar's page list: no query string
     assert at.session_state["present"] is True and browser.address.get("present") == "1"
     at.toggle(key="present").set_value(False)
     browser.run()
