@@ -17,10 +17,12 @@ from ui import live, state
 
 PAGE = "degradation"
 FIELDS = [
-    state.Field("dg_depths", experiments.DEFAULT_DEPTHS, check=lambda v: bool(v) and set(v) <= set(DEPTH_CHOICES)),
+    state.Field("dg_depths", experiments.DEFAULT_DEPTHS, check=lambda v: bool(v) and set(v) <= set(DEPTH_CHOICES),
+                allowed="depths from " + ", ".join(map(str, DEPTH_CHOICES)) + ", separated by commas"),
     state.Field("dg_steps", Degradation.steps, lo=1, hi=LIMITS.max_steps),
     state.Field("dg_batch_size", Degradation.batch_size, lo=1, hi=LIMITS.max_batch_size),
-    state.Field("dg_jobs", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}(,[0-9a-f]{16}){0,31}", v)),
+    state.Field("dg_jobs", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}(,[0-9a-f]{16}){0,31}", v),
+                allowed="up to 32 job ids of 16 hex digits, separated by commas"),
 ]
 PLOT = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "degradation"}}
 ss = st.session_state

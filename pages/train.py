@@ -32,7 +32,8 @@ TRAIN_FIELDS = [
     state.Field("tr_show_bn", False),
     state.Field("tr_twin", False),
     state.Field("tr_scrub", 0, lo=0, hi=LIMITS.max_steps),  # 0: follow the latest logged step
-    state.Field("tr_job", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}", v) is not None),
+    state.Field("tr_job", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}", v) is not None,
+                allowed="a job id of 16 hex digits, or nothing"),
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
 ss = st.session_state

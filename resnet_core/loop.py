@@ -7,6 +7,8 @@ A callback is any object with some of these methods (minGPT's trigger_callbacks,
     on_grads(step, values)  TrainingProbe.read(): per-layer and per-block norms of that step
     on_eval(row)            the same keys, split "test", every eval_every steps and at the end
     should_stop() -> bool   asked every step; a job blocks in it while paused
+    on_weights(which, sd)   which "initial" (in begin, before step 1) or "final" (in finish, before on_end,
+                            for every ending); sd: detached contiguous CPU copies of the state dict (read-only)
     on_end(result)          the TrainResult, whatever happened (also before an exception propagates)
     stop_reason             (an attribute) why it asked to stop, added to a stopped run's message
 
@@ -14,6 +16,11 @@ The dataset lives on the device and batches are indexed from it. Per-step loss a
 stay on the device and are copied to the host once per logged step, together with the probe's
 figures, so on CUDA nothing syncs in between. Loss is averaged over the steps since the last
 log; a NaN/inf anywhere in them ends the run as "diverged at step N", N being the first bad step.
+
+The "final" weights are the net's weights when it ended, or, when they are not finite or the run
+diverged, the last finite copy: one is taken at a logged step at most every SNAPSHOT_S seconds
+(only while a callback listens to on_weights), so a diverged run keeps weights from at most that
+long before its last finite logged step, and the initial weights if it diverged sooner.
 """
 
 from __future__ import annotations
@@ -29,10 +36,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import layout
 from .config import ModelConfig, TrainConfig
 from .model import build_model
 
 _SEED_LOCK = threading.Lock()  # torch.manual_seed is process-wide: one job initialises at a time
+SNAPSHOT_S = 1.0  # at most one CPU copy of the weights a second: ResNet-18's are 45 MB
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies of `model`'s state dict (copies even when it lives on the CPU)."""
+    return {k: t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+            for k, t in model.state_dict().items()}
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
 
 
 @dataclass
@@ -121,6 +140,10 @@ class Loop:
         self.model_cfg, self.cfg, self.callbacks, self.ds, self.dev = model_cfg, cfg, list(callbacks), ds, dev
         self.result = TrainResult("finished", f"trained {cfg.steps} steps", 0, cfg.steps, str(dev))
         self.clock = clock or Clock()
+        self.weights_wanted = any(hasattr(cb, "on_weights") for cb in self.callbacks)
+        self.last_finite: dict[str, torch.Tensor] | None = None  # CPU copy of the last finite weights seen
+        self.last_finite_step = 0  # the step they are from
+        self.t_snapshot = -math.inf
 
     def emit(self, name: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -180,8 +203,29 @@ class Loop:
         if r.status == "failed" and self.dev.type == "cuda":
             torch.cuda.empty_cache()  # the failed job's tensors died with its frames: hand the memory back
         r.seconds = self.elapsed()
+        try:
+            state = self.final_weights()
+            if state is not None:
+                self.emit("on_weights", "final", state)
+        except Exception as e:  # noqa: BLE001 - a record without weights beats one without its ending
+            r.message += f"; the weights were not saved: {type(e).__name__}: {str(e)[:200]}"
         self.emit("on_end", r)
         return r
+
+    def final_weights(self) -> dict[str, torch.Tensor] | None:
+        """The weights to keep as the run's outcome (module docstring); None before the net existed."""
+        model = getattr(self, "model", None)
+        if model is None or not self.weights_wanted:
+            return None
+        r = self.result
+        if r.status != "diverged":
+            state = cpu_state(model)
+            if all_finite(state):
+                return state
+        if self.last_finite is not None:
+            r.message += (f"; the weights kept are those of step {self.last_finite_step}, the last finite ones seen"
+                          if self.last_finite_step else "; the weights kept are the initial ones")
+        return self.last_finite
 
     def _train(self) -> None:
         from .batches import Batches
@@ -200,7 +244,8 @@ class Loop:
     def setup(self, model: torch.nn.Module) -> None:
         """Move `model` to the device, make its optimizer and the per-interval buffers."""
         cfg, dev = self.cfg, self.dev
-        self.cl = use_channels_last(cfg, dev)
+        # and only where oneDNN computes its weight gradients right (layout.py)
+        self.cl = use_channels_last(cfg, dev) and layout.channels_last_ok(model, dev)
         self.model = model.to(dev, memory_format=torch.channels_last if self.cl else torch.contiguous_format)
         self.opt = make_optimizer(self.model, cfg)
         self.amp = autocast_for(cfg, dev)
@@ -217,6 +262,10 @@ class Loop:
         self.emit("on_start", {"layers": probe.layer_names, "blocks": probe.block_names, "device": str(self.dev),
                                "params": sum(p.numel() for p in model.parameters()), "steps": self.cfg.steps,
                                "model": model})
+        if self.weights_wanted:
+            state = cpu_state(model)
+            self.last_finite, self.t_snapshot = state, time.monotonic()
+            self.emit("on_weights", "initial", state)
 
     def step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """One optimisation step on `batch`; logs, evaluates and raises Diverged as the config says."""
@@ -254,6 +303,11 @@ class Loop:
                                  "samples_per_s": samples / max(now - self.t_log, 1e-9)})
             self.emit("on_grads", step, probe.read())
             self.k = self.samples = 0
+            if self.weights_wanted and time.monotonic() - self.t_snapshot >= SNAPSHOT_S:
+                state = cpu_state(model)
+                self.t_snapshot = time.monotonic()
+                if all_finite(state):
+                    self.last_finite, self.last_finite_step = state, step
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
             clock = self.clock
             t, paused = time.perf_counter(), clock.paused_s

@@ -3,6 +3,7 @@
     <root>/<run>/config.json             model and training configs, environment, status, final figures
     <root>/<run>/metrics-00001.parquet   (step, split, loss, accuracy, lr, seconds, samples_per_s)
     <root>/<run>/grads-00001.parquet     (step, layer, kind, value), long format
+    <root>/<run>/model.safetensors       the trained weights; model_initial.safetensors: at step 0 (weights.py)
 
 Parquet cannot be appended to, so the writer adds a small part file every ~2 s (written to a
 temporary name, then renamed: a part is whole or absent), and a killed process loses at most
@@ -54,6 +55,8 @@ COMPACT_EVERY = 64
 PART_RE = re.compile(r"^(metrics|grads)-(\d{5,9})\.parquet$")
 STALE_S = 120.0  # a "running" record from another host whose heartbeat is older is interrupted
 
+WEIGHTS_FILES = {"final": "model.safetensors", "initial": "model_initial.safetensors"}
+
 _LIVE: set[str] = set()  # run folders a writer in this process has open: their "running" is true
 
 
@@ -103,6 +106,15 @@ class RunRecord:
     @property
     def label(self) -> str:
         return str(self.meta.get("label") or self.path.name)
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the record holds trained weights (older records do not); weights.load checks them."""
+        return (self.path / WEIGHTS_FILES["final"]).is_file()
+
+    @property
+    def has_initial_weights(self) -> bool:
+        return (self.path / WEIGHTS_FILES["initial"]).is_file()
 
 
 def check_config(meta: Any) -> tuple[ModelConfig, TrainConfig]:

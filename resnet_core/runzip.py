@@ -3,9 +3,10 @@
 An import is checked in full before anything is written: its size, its member count, every
 member's name (no absolute path, no `..`, no folders but one at the top), type (no links)
 and size, and then the contents themselves: config.json through the same validation a
-record gets on load, every parquet file's schema before its rows. Only then is it written,
+record gets on load, every parquet file's schema before its rows, the weights (model.safetensors,
+model_initial.safetensors) through weights.check against the zip's own config. Only then is it written,
 under a hidden name renamed into place, so a refused or half-done import leaves nothing.
-Nothing is ever unpickled: a member that is not JSON or parquet is refused by name or content.
+Nothing is ever unpickled: a member that is not JSON, parquet or safetensors is refused by name or content.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from . import runs
 from .limits import LIMITS
 
 MAX_MEMBERS = 2 * runs.COMPACT_EVERY + 8  # config, two merged tables, a flush cycle of parts each
-MEMBER_RE = re.compile(r"^(config\.json|(metrics|grads)(-\d{5,9})?\.parquet)$")
-ALLOWED = "config.json, metrics.parquet, grads.parquet and their numbered parts (metrics-00001.parquet)"
+MEMBER_RE = re.compile(r"^(config\.json|(metrics|grads)(-\d{5,9})?\.parquet|model(_initial)?\.safetensors)$")
+ALLOWED = ("config.json, metrics.parquet, grads.parquet and their numbered parts (metrics-00001.parquet), "
+           "model.safetensors and model_initial.safetensors")
+WEIGHT_FILES = set(runs.WEIGHTS_FILES.values())
 
 
 class ImportRefused(ValueError):
@@ -123,8 +126,16 @@ def _check_names(infos: list[zipfile.ZipInfo], limit: int) -> tuple[str, dict[st
 
 
 def _check_contents(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict[str, bytes]:
+    from . import weights
+
     blobs: dict[str, bytes] = {}
-    for name, info in members.items():
+    model_cfg = None
+    for name, info in sorted(members.items(), key=lambda m: m[0] != "config.json"):  # the config first
+        if name in WEIGHT_FILES:
+            limit = 8 + weights.MAX_HEADER_BYTES + weights.expected_bytes(model_cfg)
+            if info.file_size > limit:
+                raise ImportRefused(f"{name} is {info.file_size:,} bytes; weights of the record's net take at "
+                                    f"most {limit:,}")
         try:
             with zf.open(info) as f:
                 data = f.read(info.file_size + 1)  # never more than the header promised
@@ -134,9 +145,14 @@ def _check_contents(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) ->
             raise ImportRefused(f"member {name!r} is not the size its header says")
         if name == "config.json":
             try:
-                runs.check_config(json.loads(data))
+                model_cfg, _ = runs.check_config(json.loads(data))
             except (ValueError, RecursionError) as e:
                 raise ImportRefused(f"config.json is not valid: {str(e)[:300]}") from None
+        elif name in WEIGHT_FILES:
+            try:
+                weights.check(data, model_cfg, name)
+            except weights.WeightsError as e:
+                raise ImportRefused(f"{e}; refused") from None
         else:
             kind = name.split("-")[0].split(".")[0]
             if data[:4] != b"PAR1" or data[-4:] != b"PAR1":

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from . import layout
 from .config import ConfigError, ModelConfig, TrainConfig, check_model_limits, check_train_limits
 from .device import resolve
 from .limits import LIMITS, LimitError
@@ -97,8 +98,10 @@ def warm_up(dataset: str = "mnist-5k", device: str = "auto") -> threading.Thread
             dev = resolve(device)
             ds = data.load(dataset, dev)
             cfg = model_for_dataset(ModelConfig(layers=(1, 1, 1)), dataset)
-            model = build_model(cfg).to(device=dev, memory_format=torch.channels_last)
-            x = ds.x_train[:4].contiguous(memory_format=torch.channels_last)
+            model = build_model(cfg)
+            fmt = layout.memory_format(model, dev)
+            model = model.to(device=dev, memory_format=fmt)
+            x = ds.x_train[:4].contiguous(memory_format=fmt)
             torch.nn.functional.cross_entropy(model(x), ds.y_train[:4]).backward()
         except Exception:  # noqa: BLE001 - a warm-up must never take the server down
             pass

@@ -20,6 +20,9 @@ import streamlit as st
 _SHADOW = "_kept_"
 _SEEN = "_url_written_by_"
 _PAGE = "_url_page"
+_FORCE = "_url_force_write"  # a link was followed: the browser's address bar may not show it yet
+_NOTES = "_url_notes"  # (page, notes, the values they were given with): kept until something changes
+_FRESH = "_url_notes_fresh"  # the notes were made in this script run
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Field:
     lo: float | None = None  # inclusive bounds for numbers
     hi: float | None = None
     check: Callable[[Any], bool] | None = None  # extra validity test for the parsed value
+    allowed: str = "a valid value"  # what `check` accepts, in words, for the note on a refused value
 
     def parse(self, raw: str) -> Any:
         """The value a query-string text stands for; ValueError if it stands for none allowed."""
@@ -57,7 +61,7 @@ class Field:
         if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
             raise ValueError(self._range("a number" if isinstance(self.default, float) else "a whole number"))
         if self.check is not None and not self.check(value):
-            raise ValueError("a valid value")
+            raise ValueError(self.allowed)
         return value
 
     def _range(self, what: str) -> str:
@@ -124,6 +128,11 @@ def restore(page: str, fields: Sequence[Field]) -> list[str]:
     ours = {f.key for f in fields}
     outside = {k: params.get(k) for k in params if k in ours}
     from_link = bool(outside) and outside != ss.get(_SEEN + page)
+    if from_link:
+        # A page link followed from its own page (a classroom demo) reruns the page with the link's
+        # query string, yet the browser keeps the address it had: publish must write the URL even
+        # though the server-side values already match, or the next widget change sends the old one.
+        ss[_FORCE] = True
     for f in fields:
         if from_link and f.key in params:
             raw = params.get(f.key, "")
@@ -137,6 +146,36 @@ def restore(page: str, fields: Sequence[Field]) -> list[str]:
                 continue
         if f.key not in ss:
             ss[f.key] = ss.get(_SHADOW + f.key, f.default)
+    return _kept_notes(page, fields, notes, from_link)
+
+
+def _values(fields: Sequence[Field]) -> dict[str, Any]:
+    ss = st.session_state
+    return {f.key: ss.get(f.key) for f in fields}
+
+
+def _kept_notes(page: str, fields: Sequence[Field], notes: list[str], from_link: bool) -> list[str]:
+    """The notes of a refused link stay on screen until the user changes something.
+
+    The run that reads the link rewrites the URL with the values used instead, so later reruns
+    (a fragment's, a preview's, a widget's) no longer see the refused value: the notes are kept
+    with the values they were given with, and repeated while those values hold on this page.
+    """
+    ss = st.session_state
+    if from_link:
+        if notes:
+            ss[_NOTES] = (page, notes, _values(fields))
+            ss[_FRESH] = True
+        else:
+            ss.pop(_NOTES, None)
+        return notes
+    kept = ss.get(_NOTES)
+    if kept is None:
+        return notes
+    kept_page, kept_notes, values = kept
+    if kept_page == page and values == _values(fields):
+        return list(kept_notes)
+    ss.pop(_NOTES, None)
     return notes
 
 
@@ -148,8 +187,13 @@ def publish(fields: Sequence[Field]) -> None:
         if f.key in ss:
             ss[_SHADOW + f.key] = ss[f.key]
             query[f.key] = f.format(ss[f.key])
-    ss[_SEEN + ss.get(_PAGE, "")] = query
-    if dict(st.query_params) != query:
+    page = ss.get(_PAGE, "")
+    ss[_SEEN + page] = query
+    kept = ss.get(_NOTES)
+    if ss.pop(_FRESH, False) and kept is not None and kept[0] == page:
+        # the widgets may have filled in values after restore (a preset's fields): later runs compare with those
+        ss[_NOTES] = (page, kept[1], _values(fields))
+    if ss.pop(_FORCE, False) or dict(st.query_params) != query:
         st.query_params.from_dict(query)
 
 

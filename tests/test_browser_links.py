@@ -1,0 +1,69 @@
+"""Demo links and refused-URL notes in real headless Chromium: what the address bar and the page show."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlparse
+
+import pytest
+
+from tests.conftest import screenshot, wait_for_app
+from ui.classroom import DEMOS
+
+pytestmark = pytest.mark.browser
+BY_KEY = {d.key: d for d in DEMOS}
+
+
+def query(tab) -> dict[str, str]:
+    return dict(parse_qsl(urlparse(tab.url).query))
+
+
+def open_gradient_flow(tab) -> None:
+    tab.goto(f"{tab.base_url}/gradient-flow")
+    wait_for_app(tab, timeout=180_000)  # 2 cores shared with other work: generous waits
+    tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=180_000)
+    dialog = tab.get_by_role("dialog").filter(has_text="Page not found")  # see test_browser_gradient_flow
+    if dialog.count():
+        tab.keyboard.press("Escape")
+        dialog.wait_for(state="detached", timeout=10_000)
+
+
+def sentence(tab) -> str:
+    return tab.locator('[data-testid="stMarkdownContainer"] strong').filter(has_text="first").first.inner_text()
+
+
+def test_demo_link_from_its_own_page_sets_the_url_and_survives_a_toggle_and_a_reload(page):
+    open_gradient_flow(page)
+    assert "56-layer" in sentence(page)
+    demo = BY_KEY["clean-path"]
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Classroom demos").click()
+    sidebar.get_by_role("link", name=demo.title).click()
+    page.wait_for_function("() => location.search.includes('gf_depth=20')", timeout=120_000)
+    wait_for_app(page, timeout=180_000)
+    page.wait_for_function("() => document.body.innerText.includes('20-layer')", timeout=120_000)
+    assert query(page) == demo.query  # the address bar is the demo's
+
+    sidebar.get_by_text("BatchNorm", exact=True).click()  # the next toggle keeps the demo's other settings
+    page.wait_for_function("() => location.search.includes('gf_bn=1')", timeout=120_000)
+    wait_for_app(page, timeout=180_000)
+    assert query(page) == {**demo.query, "gf_bn": "1"}
+    assert "20-layer" in sentence(page)
+
+    page.reload()  # reloading (or sharing the link) gives the demo, with the toggle
+    wait_for_app(page, timeout=180_000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=180_000)
+    assert "20-layer" in sentence(page)
+    assert query(page) == {**demo.query, "gf_bn": "1"}
+    screenshot(page, "links_demo_after_toggle_and_reload")
+
+
+def test_a_refused_url_value_on_train_stays_on_screen(page):
+    page.goto(f"{page.base_url}/train?tr_steps=-5")
+    wait_for_app(page, timeout=180_000)
+    note = page.get_by_text("tr_steps='-5' was ignored")
+    note.wait_for(timeout=120_000)
+    page.wait_for_timeout(3000)  # past the preview's rerun (0.8 s) and a few more
+    wait_for_app(page, timeout=180_000)
+    assert note.count() == 1 and note.is_visible()
+    assert "allowed: a whole number from 1 to" in note.inner_text()
+    screenshot(page, "links_train_refused_note")
