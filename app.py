@@ -3,7 +3,7 @@
 import streamlit as st
 
 from resnet_core import device
-from resnet_core.train import warm_up
+from ui import live
 from ui.classroom import demo_links
 
 st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:", layout="wide")
@@ -18,7 +18,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-warm_up()  # in the background, once per server: the first Start then answers in about a second
+live.warm()  # once per server: the first Start then answers in about a second
 
 with st.sidebar:
     st.markdown("### :material/stacks: ResNet Explainer")

@@ -9,7 +9,8 @@ training forward pass (default 1) of a net whose ModelConfig has those fields, d
     abort    os.abort(), as a heap corruption caught by glibc does
     hang     sleep forever in the training loop: nothing more is sent, heartbeats included
     oom      raise torch.OutOfMemoryError
-    inf      the net's last logit becomes +inf, so the loss is +inf where the label is another class
+    inf      the net's logits become -max and +max (float32's largest) for its last class, so the loss
+             overflows to +inf wherever the label is another class
     nan      the net's output becomes NaN
 A fault of kind "refuse-downloads" (no step) points torchvision's download mirrors at a closed
 port on loopback, so a download fails at once with a real network error.
@@ -71,7 +72,10 @@ def install(fault: dict[str, Any]) -> None:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB (a test's fault)")
         out = forward(self, x)  # (B, classes)
         if hit and kind == "inf":
-            out = torch.cat([out[:, :-1], torch.full_like(out[:, -1:], math.inf)], dim=1)
+            big = torch.finfo(out.dtype).max
+            far = torch.full_like(out, -big)
+            far[:, -1] = big
+            out = out * 0 + far  # still in the graph, so backward runs as for any loss
         if hit and kind == "nan":
             out = out * math.nan
         return out

@@ -2,7 +2,7 @@
 training code (warm.py), then forks a worker for each job in milliseconds.
 
 The server and the forkserver talk over a SOCK_SEQPACKET socket pair, in protocol.py's messages
-(nothing pickled): `fork` {id, spec} with the worker's end of a fresh pipe passed as a file
+(nothing pickled): `ready` {} once warm; `fork` {id, spec} with the worker's end of a fresh pipe passed as a file
 descriptor (SCM_RIGHTS), answered by `forked` {id, pid}; `exited` {pid, code} when a worker
 ends (code as os.waitstatus_to_exitcode: -9 for SIGKILL). The forkserver is single-threaded, so
 forking it is safe; it exits when the server's end of the socket closes, and each worker exits
@@ -23,9 +23,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from .protocol import decode, encode
 
@@ -41,34 +43,40 @@ class Forkserver:
         self.proc = subprocess.Popen([sys.executable, "-m", "resnet_core.jobs.forkserver", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         theirs.close()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one request or read at a time; no thread of its own
         self._next = 0
         self._forked: dict[int, int] = {}  # request id -> pid
         self._exits: dict[int, int] = {}  # pid -> exit code
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="forkserver-reader", daemon=True)
-        self._reader.start()
+        self._closed = False
+        self._ready = False  # it has imported what workers need (warm.py) and forks at once
 
-    def _read(self) -> None:
-        while True:
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Whether it is warm, waiting up to `timeout` s for it (benches and tests that time a start)."""
+        with self._lock:
+            self._read(lambda: self._ready, timeout)
+            return self._ready
+
+    def _read(self, until: Any, timeout: float) -> None:
+        """Read replies (under the lock) until `until()` holds, the forkserver is gone or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while not until() and not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                return
             try:
                 data = self._sock.recv(1 << 16)
             except OSError:
                 data = b""
-            if not data:  # the forkserver is gone: every worker's exit is unknown from now on
-                with self._changed:
-                    self._closed = True
-                    self._changed.notify_all()
+            if not data:  # the forkserver is gone: no more workers, and their exits are unknown
+                self._closed = True
                 return
             msg = decode(data)
-            with self._changed:
-                if msg.kind == "forked":
-                    self._forked[int(msg["id"])] = int(msg["pid"])
-                elif msg.kind == "exited":
-                    self._exits[int(msg["pid"])] = int(msg["code"])
-                self._changed.notify_all()
-
-    _closed = False
+            if msg.kind == "ready":
+                self._ready = True
+            elif msg.kind == "forked":
+                self._forked[int(msg["id"])] = int(msg["pid"])
+            elif msg.kind == "exited":
+                self._exits[int(msg["pid"])] = int(msg["code"])
 
     def fork(self, spec: str, timeout: float = 120.0) -> tuple[int, Connection]:
         """A new worker running `spec`: its pid and the server's end of its pipe."""
@@ -76,20 +84,22 @@ class Forkserver:
         with self._lock:
             self._next += 1
             rid = self._next
-            socket.send_fds(self._sock, [encode("fork", id=rid, spec=spec)], [theirs.fileno()])
-        theirs.close()
-        with self._changed:
-            if not self._changed.wait_for(lambda: rid in self._forked or self._closed, timeout):
-                raise RuntimeError(f"the forkserver did not start a worker in {timeout:g} s")
+            try:
+                socket.send_fds(self._sock, [encode("fork", id=rid, spec=spec)], [theirs.fileno()])
+            finally:
+                theirs.close()
+            self._read(lambda: rid in self._forked, timeout)  # the first fork waits for the warm-up
             if rid not in self._forked:
-                raise RuntimeError("the forkserver is gone: no worker can start")
+                ours.close()
+                raise RuntimeError("the forkserver is gone: no worker can start" if self._closed else
+                                   f"the forkserver did not start a worker in {timeout:g} s")
             pid = self._forked.pop(rid)
         return pid, Connection(ours.detach())
 
     def exitcode(self, pid: int, timeout: float) -> int | None:
         """The worker's exit code (negative: the signal that ended it); None if not ended within `timeout`."""
-        with self._changed:
-            self._changed.wait_for(lambda: pid in self._exits or self._closed, timeout)
+        with self._lock:
+            self._read(lambda: pid in self._exits, timeout)
             return self._exits.pop(pid, None)
 
     def close(self) -> None:
@@ -124,6 +134,7 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     from . import warm  # noqa: F401 - the point of this process
 
+    sock.send(encode("ready"))
     while True:
         ready, _, _ = select.select([sock], [], [], 0.2)
         _reap(sock)

@@ -301,6 +301,7 @@ class _Relay:
         self.jobs, self.worker, self.timeout_s = job._pair(), worker, timeout_s
         self.ended = [False] * len(self.jobs)
         self.paused = self.stopped = False  # what the worker has been told
+        self.started = False  # the first net has begun training
 
     def run(self) -> None:
         heard = time.monotonic()
@@ -326,7 +327,9 @@ class _Relay:
 
     def _controls(self) -> None:
         lead = self.jobs[0]
-        if not self.stopped and (lead._stop.is_set() or any(j._idle() for j in self.jobs)):
+        # the idle rule applies from the first step on, as it did when the loop itself asked it
+        idle = self.started and any(j._idle() for j in self.jobs)
+        if not self.stopped and (lead._stop.is_set() or idle):
             self.stopped = True
             self.worker.stop("; ".join(dict.fromkeys(filter(None, (j.stop_reason for j in self.jobs)))))
             return
@@ -352,6 +355,9 @@ class _Relay:
         lane = int(msg["lane"])
         job, writer = self.jobs[lane], self.jobs[lane].writer
         if kind == "started":
+            if not self.started:  # the idle window opens when training does, not while its worker warmed up
+                self.started = True
+                job.touch()
             job.where = {**self.worker.where(), "device": msg["device"]}
             writer.meta["where"] = job.where
             info = {k: msg[k] for k in ("layers", "blocks", "device", "params", "steps")}
