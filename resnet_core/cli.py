@@ -355,11 +355,15 @@ def _train_on_ray(args: argparse.Namespace, address: str, model_cfg: Any, train_
     try:
         job = manager.get(manager.submit(model_cfg, train_cfg, owner="cli", label=args.label,
                                          data_root=args.data_root, download=args.download))
-        cursor = None
+        cursor, t0, said = None, time.monotonic(), args.quiet
         try:
             while True:
                 done = job.done  # read before the rows: the last rows come before the state changes
                 metrics, _, cursor = job.since(cursor)
+                if not job.layers and not said and time.monotonic() - t0 > 10:
+                    said = True  # e.g. every node's CPUs are taken
+                    sys.stderr.write(f"resnet_core: waiting for the Ray cluster at {address} to start the job "
+                                     "(it asks for 1 CPU, or 1 GPU on cuda)\n")
                 if job.layers and not hasattr(bar, "bar"):
                     bar.on_start({})
                 for row in metrics.to_dict("records"):

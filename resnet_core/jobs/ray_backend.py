@@ -253,6 +253,7 @@ class _Pool:
                     ray.kill(slot.actor, no_restart=True)
                     continue
                 self._waiting[kind].discard(who)
+                self._trim(kind, ready)
                 return slot.actor, info
             starting = len(mine) - len(ready)
             for _ in range(len(self._waiting[kind]) - starting):  # one starting actor per waiting job
@@ -273,6 +274,15 @@ class _Pool:
                 return
             ref = ray.put(info)  # resolved at once: it is warm
             self._idle.insert(0, _Slot(actor, kind, ref))
+
+    def _trim(self, kind: str, ready: list[Any]) -> None:
+        """Actors still starting that no job waits for, beyond the warm ones kept: ended (each would
+        hold a CPU or GPU once placed)."""
+        mine = [s for s in self._idle if s.kind == kind]
+        extra = len(mine) - max(self.keep, len(self._waiting[kind]))
+        for slot in [s for s in reversed(mine) if s.ready not in ready][:max(0, extra)]:
+            self._idle.remove(slot)
+            ray.kill(slot.actor, no_restart=True)
 
     def _expire(self) -> None:
         now = time.monotonic()
