@@ -161,11 +161,11 @@ with right:
     a.slider("Gradient ∂L/∂W = 10^k, k =", min_value=-12, max_value=0, step=1, key="ov_grad_exp")
     b.select_slider("Learning rate lr", options=LRS, key="ov_lr")
     u = explain.sgd_update(WEIGHT, 10.0 ** ss.ov_grad_exp, ss.ov_lr)
-    m1, m2, m3 = st.columns(3)
+    m1, m2 = st.columns(2)
     m1.metric("Gradient ∂L/∂W", fmt_norm(u.grad))
     m2.metric("Step lr·∂L/∂W", fmt_norm(u.step))
-    m3.metric("New weight W", f"{u.new_weight:.15g}", delta=f"-{fmt_norm(u.step)}", delta_color="off",
-              help=f"W starts at {WEIGHT}; computed in float64.")
+    # Up to 15 digits: a metric tile a sixth of the page wide cut them off ("0.499999…"); text wraps.
+    st.markdown(f"New weight **W = {u.new_weight:.15g}** (W = {WEIGHT} minus the step, computed in float64)")
     st.plotly_chart(update_figure(u), width="stretch", config=PLOT_CONFIG, key="ov_update")
     if u.lost_in_f32:
         st.info(f"In float32, the precision the net stores its weights in, this step is lost altogether: "
@@ -189,7 +189,7 @@ if ss.ov_grad:
     show_gradients(grad_nets(False), key="ov_grad_chart")
     st.caption(f"A batch of {BATCH} random 1×28×28 images with random labels, seed {SEED}; the same "
                "measurement as the Gradient flow page.")
-st.page_link("pages/gradient_flow.py", label="Change depth, activation, initialisation: Gradient flow",
+st.page_link("pages/gradient-flow.py", label="Change depth, activation, initialisation: Gradient flow",
              icon=":material/trending_down:", query_params=gradflow_link(False))
 
 # ---------------------------------------------------------------- x + F(x) on a real digit
@@ -318,14 +318,14 @@ st.button("Measure again with BatchNorm", key="ov_bn_btn", icon=":material/scien
           on_click=ask, args=("ov_grad_bn",))
 if ss.ov_grad_bn:
     show_gradients(grad_nets(True), key="ov_bn_chart")
-st.page_link("pages/gradient_flow.py", label="The same nets with BatchNorm: Gradient flow",
+st.page_link("pages/gradient-flow.py", label="The same nets with BatchNorm: Gradient flow",
              icon=":material/trending_down:", query_params=gradflow_link(True))
 
 # ---------------------------------------------------------------- where to go next
 st.header("Explore", divider="gray")
 st.page_link("pages/architecture.py", label="Architecture: build ResNets, compare with the plain twin, count "
              "parameters and FLOPs", icon=":material/account_tree:")
-st.page_link("pages/gradient_flow.py", label="Gradient flow: how much gradient reaches each block",
+st.page_link("pages/gradient-flow.py", label="Gradient flow: how much gradient reaches each block",
              icon=":material/trending_down:")
 st.page_link("pages/train.py", label="Train: watch a net learn, with its gradients live",
              icon=":material/model_training:")

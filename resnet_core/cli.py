@@ -145,14 +145,15 @@ def cmd_gradflow(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.batch_size > args.limits.max_batch_size:
         usage_error(f"--batch-size: {args.batch_size} is not allowed: 1 to {args.limits.max_batch_size} "
                     "(limit max_batch_size, env RESNET_MAX_BATCH_SIZE)")
-    result = gradflow(cfg, seed=args.seed, batch_size=args.batch_size).to_dict()
+    result = gradflow(cfg, seed=args.seed, batch_size=args.batch_size, split=args.split).to_dict()
     emit(result, args.json, _gradflow_text)
     return 0
 
 
 def _gradflow_text(d: dict[str, Any]) -> str:
     lines = ["activation gradient |dL/dh| at each block's output:"]
-    lines += [f"  {b['name']:<12} {b['norm']:.3e}" for b in d["blocks"]]
+    lines += [f"  {b['name']:<12} {b['norm']:.3e}" + (f"   shortcut {b['shortcut']:.3e}  branch {b['branch']:.3e}"
+                                                    if "shortcut" in b else "") for b in d["blocks"]]
     lines.append("weight gradient |dL/dW| of each layer:")
     lines += [f"  {r['name']:<28} {r['norm']:.3e}" for r in d["layers"]]
     lines.append(f"first block / last block: {d['ratio']:.3g}")
@@ -176,6 +177,8 @@ def build_parser() -> OneLineParser:
     add_model_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--split", action="store_true",
+                   help="also the gradient's parts through each block's shortcut and branch")
     add_limit_flags(p, (*MODEL_LIMITS, "max_batch_size"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_gradflow)
@@ -391,3 +394,16 @@ def _train_on_ray(args: argparse.Namespace, address: str, model_cfg: Any, train_
 
 
 EXTRA_COMMANDS.append(_register_train)
+
+
+# ---------------------------------------------------------------- evaluate (inspect/cli.py)
+
+from .inspect.cli import register as _register_evaluate  # noqa: E402 - after the helpers it uses
+
+EXTRA_COMMANDS.append(_register_evaluate)
+
+# ---------------------------------------------------------------- why residual nets work (why/cli.py)
+
+from .why.cli import register_landscape, register_lesion, register_paths  # noqa: E402 - after the helpers
+
+EXTRA_COMMANDS.extend([register_paths, register_lesion, register_landscape])

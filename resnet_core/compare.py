@@ -13,7 +13,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .config import PRESETS, ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, net_label
 from .runs import GRADS_SCHEMA, METRICS_SCHEMA, RunRecord
 
 MAX_RUNS = 8  # one Okabe-Ito colour each on the overlaid curves
@@ -141,11 +141,8 @@ def params_of(cfg: ModelConfig | None) -> int | None:
 
 
 def net_name(cfg: ModelConfig) -> str:
-    """The preset a net is, whatever its input and classes (resnet20 on MNIST is still resnet20)."""
-    for name, p in PRESETS.items():
-        if replace(cfg, in_channels=p.in_channels, image_size=p.image_size, num_classes=p.num_classes) == p:
-            return name
-    return f"custom {'residual' if cfg.skip else 'plain'}-{cfg.depth}"
+    """The preset a net is, whatever its input and classes, as every page writes it (config.net_label)."""
+    return net_label(cfg)
 
 
 def final_figures(view: RunView) -> dict[str, float]:

@@ -156,6 +156,24 @@ def preset_name(cfg: ModelConfig) -> str | None:
     return None
 
 
+def display_name(name: str) -> str:
+    """How every page writes a preset's name: resnet56 -> "ResNet-56", plain56 -> "plain-56"."""
+    if name.startswith("resnet"):
+        return "ResNet-" + name.removeprefix("resnet")
+    if name.startswith("plain"):
+        return "plain-" + name.removeprefix("plain")
+    return name
+
+
+def net_label(cfg: ModelConfig) -> str:
+    """The net's name as the pages write it, whatever its input and classes (ResNet-20 on MNIST is
+    still ResNet-20): "ResNet-20", "plain-56", else "custom ResNet-8" or "custom plain-8"."""
+    for name, p in PRESETS.items():
+        if replace(cfg, in_channels=p.in_channels, image_size=p.image_size, num_classes=p.num_classes) == p:
+            return display_name(name)
+    return f"custom {'ResNet' if cfg.skip else 'plain'}-{cfg.depth}"
+
+
 # ---------------------------------------------------------------- validation
 
 FIELD_NAMES = tuple(f.name for f in fields(ModelConfig))

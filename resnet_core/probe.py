@@ -38,6 +38,7 @@ from torch import nn
 from . import layout
 from .config import ModelConfig
 from .model import build_model, weighted_layers
+from .why.split import SplitGrads, share
 
 # ---------------------------------------------------------------- block-output hooks
 
@@ -112,6 +113,13 @@ class GradFlow:
     blocks: tuple[tuple[str, float], ...]  # (block name, |dL/dh| at its output), network order
     layers: tuple[tuple[str, float], ...]  # (layer name, |dL/dW|), every conv, BN and fc, network order
     layer_kinds: tuple[str, ...]  # "conv", "bn" or "fc" for each entry of `layers`
+    # (|shortcut's part|, |branch's part|) of the gradient at each block's fork (why/split.py); None unless asked
+    split: tuple[tuple[float, float], ...] | None = None
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """The shortcut's share |g_s| / (|g_s| + |g_b|) at each block (NaN where both are 0)."""
+        return tuple(s / (s + b) if s + b > 0 else math.nan for s, b in self.split or ())
 
     @property
     def ratio(self) -> float:
@@ -125,8 +133,11 @@ class GradFlow:
         return _ratio(convs[0], convs[-1]) if convs else math.nan
 
     def to_dict(self) -> dict[str, Any]:
+        blocks = [{"name": n, "norm": v} for n, v in self.blocks]
+        for entry, (short, branch) in zip(blocks, self.split or (), strict=False):
+            entry.update(shortcut=short, branch=branch)
         return {
-            "blocks": [{"name": n, "norm": v} for n, v in self.blocks],
+            "blocks": blocks,
             "layers": [{"name": n, "norm": v, "kind": k}
                        for (n, v), k in zip(self.layers, self.layer_kinds, strict=True)],
             "ratio": self.ratio,
@@ -149,13 +160,15 @@ def _kind(module: nn.Module) -> str:
 
 
 def gradflow(cfg: ModelConfig, seed: int = 0, batch_size: int = 32,
-             x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> GradFlow:
+             x: torch.Tensor | None = None, y: torch.Tensor | None = None, split: bool = False) -> GradFlow:
     """Gradient norms of a freshly initialised `cfg` net after one forward and backward pass.
 
     The net is built under `torch.manual_seed(seed)` (the same weights a training run with
     that seed starts from) and kept in train mode, so BatchNorm uses the batch's statistics.
     Without `x, y` the batch is standard-normal images and uniform labels drawn from a
     generator seeded with `seed`; with them, it is that (real) batch, on its device.
+    With `split`, also the norms of the shortcut's and the branch's parts of the gradient at
+    each block's fork (see why/split.py).
     """
     if (x is None) != (y is None):
         raise ValueError("give both x and y (a real batch) or neither (a random batch)")
@@ -175,9 +188,13 @@ def gradflow(cfg: ModelConfig, seed: int = 0, batch_size: int = 32,
     model = model.to(device=x.device, memory_format=fmt).train()
     x = x.contiguous(memory_format=fmt)
     layers = weighted_layers(model)
-    with torch.enable_grad(), _OutputGrads([b for _, b in model.blocks()], _exact_norm) as outs:
+    blocks = [b for _, b in model.blocks()]
+    with torch.enable_grad(), _OutputGrads(blocks, _exact_norm) as outs, SplitGrads(blocks if split else [],
+                                                                                   _exact_norm) as parts:
         loss = F.cross_entropy(model(x), y)
         loss.backward()
+    nan, zero = torch.tensor(math.nan, dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    split_norms = tuple((float(a), float(b)) for a, b in zip(*parts.values(nan, zero), strict=True)) if split else None
     block_norms = [float(v) if v is not None else math.nan for v in outs.values]
     return GradFlow(
         config=cfg,
@@ -188,6 +205,7 @@ def gradflow(cfg: ModelConfig, seed: int = 0, batch_size: int = 32,
         layers=tuple((name, float(_exact_norm(m.weight.grad)) if m.weight.grad is not None else math.nan)
                      for name, m in layers),
         layer_kinds=tuple(_kind(m) for _, m in layers),
+        split=split_norms,
     )
 
 
@@ -195,8 +213,9 @@ def gradflow(cfg: ModelConfig, seed: int = 0, batch_size: int = 32,
 
 
 class TrainingProbe:
-    """Per-layer weight-gradient norms, weight norms, update-to-weight ratios and per-block
-    activation-gradient norms for a training loop; see the module docstring for the call order.
+    """Per-layer weight-gradient norms, weight norms, update-to-weight ratios, per-block
+    activation-gradient norms and the shortcut's share of the gradient at each block's fork
+    (why/split.py) for a training loop; see the module docstring for the call order.
 
     All figures stay on the model's device as 0-d/1-d tensors (fp32 norms via
     `torch._foreach_norm`, no `.item()`) until `read()` copies them to the host at once.
@@ -213,6 +232,7 @@ class TrainingProbe:
         blocks = model.blocks() if callable(getattr(model, "blocks", None)) else []
         self.block_names: list[str] = [n for n, _ in blocks] if activations else []
         self._outs = _OutputGrads([b for _, b in blocks] if activations else [], _fast_norm)
+        self._split = SplitGrads([b for _, b in blocks] if activations else [], _fast_norm)
         self._grad_norm: torch.Tensor | None = None  # (L,)
         self._weight_norm: torch.Tensor | None = None  # (L,)
         self._update_ratio: torch.Tensor | None = None  # (L,)
@@ -227,14 +247,20 @@ class TrainingProbe:
 
     @record.setter
     def record(self, value: bool) -> None:
-        self._outs.record = bool(value)
+        self._outs.record = self._split.record = bool(value)
 
     def __enter__(self) -> TrainingProbe:
         self._outs.__enter__()
+        try:
+            self._split.__enter__()
+        except BaseException:
+            self._outs.remove()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._outs.remove()
+        self._split.remove()
         self._before = None  # a whole copy of the weights: give the memory back
 
     def after_backward(self) -> None:
@@ -277,10 +303,14 @@ class TrainingProbe:
         if n_blocks:
             nan = self._nan(())
             parts.append(torch.stack([v if v is not None else nan for v in self._outs.values]))
+            short, branch = self._split.values(nan, torch.zeros_like(nan))
+            parts.append(share(torch.stack(short), torch.stack(branch)))
         flat = torch.cat([p.to(torch.float32) for p in parts]).cpu().numpy()
         names = ("weight_grad", "weight_norm", "update_ratio")
         out = {name: flat[i * n_layers:(i + 1) * n_layers] for i, name in enumerate(names)}
-        out["act_grad"] = flat[3 * n_layers:3 * n_layers + n_blocks] if n_blocks else np.zeros(0, np.float32)
+        at = 3 * n_layers
+        out["act_grad"] = flat[at:at + n_blocks] if n_blocks else np.zeros(0, np.float32)
+        out["shortcut_share"] = flat[at + n_blocks:at + 2 * n_blocks] if n_blocks else np.zeros(0, np.float32)
         return out
 
     def _nan(self, shape: tuple[int, ...]) -> torch.Tensor:

@@ -88,9 +88,8 @@ class RunWriter:
     def on_start(self, info: dict[str, Any]) -> None:
         layers, blocks = list(info.get("layers", [])), list(info.get("blocks", []))
         self.meta.update(device=str(info.get("device", "")), layers=layers, blocks=blocks)
-        n = len(layers)
-        self._names = np.array(layers * 3 + blocks, dtype=object)
-        self._kinds = np.array([k for k in KINDS[:3] for _ in range(n)] + [KINDS[3]] * len(blocks), dtype=object)
+        names, kinds = runs.grads_layout(layers, blocks)
+        self._names, self._kinds = np.array(names, dtype=object), np.array(kinds, dtype=object)
         # Built under a hidden name and renamed, so a listing never sees a folder without its config.
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir.with_name("." + self.run_dir.name)

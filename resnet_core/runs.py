@@ -38,7 +38,11 @@ from .config import ConfigError, ModelConfig, TrainConfig, from_dict
 
 FORMAT, VERSION = "resnet-explainer-run", 1
 STATUSES = ("running", "finished", "stopped", "failed", "diverged", "interrupted")
-KINDS = ("weight_grad", "weight_norm", "update_ratio", "act_grad")
+LAYER_KINDS = ("weight_grad", "weight_norm", "update_ratio")  # one value per weighted layer
+# one value per block; shortcut_share (the shortcut's share of the gradient at the block's fork) is
+# new in records of issue 12: older records lack it and still load
+BLOCK_KINDS = ("act_grad", "shortcut_share")
+KINDS = LAYER_KINDS + BLOCK_KINDS  # the order in which a logged step's values are concatenated
 SPLITS = ("train", "test")
 METRICS_SCHEMA = pa.schema([("step", pa.int64()), ("split", pa.string()), ("loss", pa.float64()),
                             ("accuracy", pa.float64()), ("lr", pa.float64()), ("seconds", pa.float64()),
@@ -58,6 +62,13 @@ STALE_S = 120.0  # a "running" record from another host whose heartbeat is older
 WEIGHTS_FILES = {"final": "model.safetensors", "initial": "model_initial.safetensors"}
 
 _LIVE: set[str] = set()  # run folders a writer in this process has open: their "running" is true
+
+
+def grads_layout(layers: list[str], blocks: list[str]) -> tuple[list[str], list[str]]:
+    """(layer, kind) of each value of a logged step concatenated in KINDS order."""
+    names = list(layers) * len(LAYER_KINDS) + list(blocks) * len(BLOCK_KINDS)
+    kinds = [k for k in LAYER_KINDS for _ in layers] + [k for k in BLOCK_KINDS for _ in blocks]
+    return names, kinds
 
 
 def default_root() -> Path:

@@ -67,7 +67,7 @@ def test_skip_off_is_the_plain_twin_and_drops_every_skip_path():
     at.toggle(key="arch_skip").set_value(False)
     rerun(at)
     assert metrics(at)["Parameters"] == "853,018"  # option A: exactly the residual net's count
-    assert any("exactly **plain56**" in c.value for c in at.caption)
+    assert any("exactly **plain-56**" in c.value for c in at.caption)
     fig = charts(at)[0]
     paths = lambda f: sum(t.get("meta", {}).get("paths", 0) for t in f["data"])  # noqa: E731
     assert paths(with_skip) == 27 and paths(fig) == 0
@@ -117,7 +117,7 @@ def test_url_opens_that_net():
     assert metrics(at)["Parameters"] == params_of("plain50")
     assert at.selectbox(key="arch_preset").value == "resnet50"
     assert at.toggle(key="arch_skip").value is False
-    assert charts(at)[0]["layout"]["title"]["text"].startswith("Plain-50")
+    assert charts(at)[0]["layout"]["title"]["text"].startswith("plain-50")
     assert at.query_params["arch_image_size"] == "224"  # filled from the preset, not the default
 
 
@@ -135,7 +135,7 @@ def test_compare_shows_the_plain_twin_side_by_side():
     rerun(at)
     figs = charts(at)
     assert len(figs) == 2
-    assert figs[1]["layout"]["title"]["text"].startswith("Plain-18")
+    assert figs[1]["layout"]["title"]["text"].startswith("plain-18")
     m = metrics(at)
     assert m["Parameters (residual)"] == "11,689,512" and m["Parameters (plain)"] == params_of("plain18")
     assert any("more parameters" in c.value for c in at.caption)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -14,15 +13,14 @@ from resnet_core.probe import gradflow
 from tests import apptest
 from tests.apptest import rerun
 
-PAGE = "pages/gradient_flow.py"
+PAGE = "pages/gradient-flow.py"
 
 
 open_page = functools.partial(apptest.open_page, "gradient_flow", timeout=120, root_first=True)
 
 
 def chart(at: AppTest) -> dict:
-    (c,) = at.get("plotly_chart")
-    return json.loads(c.proto.spec)
+    return apptest.charts(at)["gf_chart"]
 
 
 def lines(at: AppTest) -> dict[str, list]:
@@ -114,3 +112,17 @@ def test_settings_survive_a_page_switch():
     rerun(at)
     assert at.select_slider(key="gf_depth").value == 14 and at.toggle(key="gf_bn").value is True
     assert "14-layer plain net" in text(at)
+
+
+def test_split_chart_shows_what_gradflow_measures_and_the_words_say_it():
+    at = open_page(gf_depth="20", gf_bn="0", gf_zero_init="1")
+    fig = apptest.charts(at)["gf_split_chart"]
+    cfg = cifar_config(20, in_channels=1, image_size=28, batchnorm=False, zero_init_residual=True)
+    g = gradflow(cfg, seed=0, batch_size=32, split=True)
+    bars = next(t for t in fig["data"] if t["type"] == "bar")
+    assert bars["y"] == pytest.approx(list(g.shares)) and set(bars["y"]) == {1.0}
+    assert "all of the gradient comes through the shortcuts" in text(at)
+    at = open_page(gf_depth="20", gf_bn="1")
+    shares = gradflow(cfg.__class__(**{**cfg.__dict__, "batchnorm": True, "zero_init_residual": False}),
+                      seed=0, batch_size=32, split=True).shares
+    assert f"(median {sorted(shares)[len(shares) // 2]:.0%})" in text(at)

@@ -65,7 +65,8 @@ def test_start_watch_metrics_appear_then_stop(app):
     assert len(charts) == 3  # curves, heatmap, diagram
     history = app.session_state["_live_history"][job.id]
     assert len(history.metrics) >= 3 and (history.metrics["split"] == "train").all()
-    assert set(history.grads["kind"]) == {"weight_grad", "weight_norm", "update_ratio", "act_grad"}
+    assert set(history.grads["kind"]) == {"weight_grad", "weight_norm", "update_ratio", "act_grad",
+                                          "shortcut_share"}
 
     app.button(key="tr_pause").click().run()
     assert job.state == "paused"
@@ -140,3 +141,60 @@ def test_the_runs_table_lists_saved_records_and_sees_a_new_one(tmp_path, monkeyp
     at.run()
     assert sorted(at.dataframe[0].value["run"]) == ["saved-first", "saved-second"]
     assert not at.exception
+
+
+def test_shortcut_share_heatmap_shows_the_logged_shares(app):
+    from tests.apptest import charts
+
+    small_run(app, steps=20)
+    app.button(key="tr_start").click().run()
+    job = current_job()
+    wait_until(app, lambda: job.done, timeout=180)
+    app.radio(key="tr_kind").set_value("shortcut_share").run()
+    assert not app.exception
+    history = app.session_state["_live_history"][job.id]
+    logged = history.grads[history.grads["kind"] == "shortcut_share"]
+    assert len(logged) and logged["value"].between(0, 1).all() and logged["value"].nunique() > 1
+    shown = charts(app)
+    assert "tr_diagram" not in shown  # the diagram colours magnitudes: not drawn for a share
+    (heat,) = [t for t in shown["tr_heatmap"]["data"] if t["type"] == "heatmap"]
+    assert heat["zmin"] == 0 and heat["zmax"] == 1
+    last = logged[logged["step"] == logged["step"].max()].set_index("layer")["value"]
+    assert heat["y"] == list(job.blocks)
+    assert [row[-1] for row in heat["z"]] == pytest.approx([last[b] for b in job.blocks], abs=1e-5)
+
+
+def test_runs_table_accuracy_reads_as_a_percentage_and_private_runs_hide_other_browsers_records(tmp_path,
+                                                                                                 monkeypatch):
+    from tests.test_exports import write_record
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(root))
+    write_record(root, "someone-elses", skip=True, test_accuracy=0.75)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["someone-elses"] and list(table["test accuracy"]) == ["75.0%"]
+
+    monkeypatch.setenv("RESNET_PRIVATE_RUNS", "1")  # the server option: each browser sees only its own
+    at.run()
+    assert not at.dataframe and any("No runs yet" in c.value for c in at.caption)
+    at.switch_page("pages/compare.py").run()
+    assert at.multiselect(key="cmp_pick").options == []
+    monkeypatch.delenv("RESNET_PRIVATE_RUNS")
+    at.run()
+    assert len(at.multiselect(key="cmp_pick").options) == 1
+
+
+def test_own_runs_are_listed_first(tmp_path, monkeypatch):
+    from tests.test_exports import write_record
+    from ui import runs_view
+
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    for label in ("a", "b", "c"):
+        write_record(tmp_path, label, skip=True)
+    listing = [r.name for r in runs_view.saved_runs()]
+    monkeypatch.setattr(runs_view, "own_names", lambda: {listing[-1]})  # this browser made the last one
+    assert [r.name for r in runs_view.visible_runs()] == [listing[-1], *listing[:-1]]

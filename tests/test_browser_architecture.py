@@ -46,7 +46,7 @@ def test_skip_toggle_redraws_the_diagram(page):
     screenshot(page, "architecture_resnet20")
 
     page.locator('[data-testid="stSidebar"]').get_by_text("Skip connections").click()
-    wait_for_title(page, "Plain-20")
+    wait_for_title(page, "plain-20")
     after = chart_svg(page)
     assert after != before and "zero-pad" not in after
     assert metric(page, "Parameters") == "269,722"  # option A: the plain twin has the same weights
@@ -71,7 +71,7 @@ def test_link_opens_the_net_and_compare(page):
                            timeout=60_000)
     titles = page.evaluate("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle')]"
                            ".map(e => e.textContent)")
-    assert titles[0].startswith("ResNet-18") and titles[1].startswith("Plain-18")
+    assert titles[0].startswith("ResNet-18") and titles[1].startswith("plain-18")
     assert metric(page, "Parameters (residual)") == "11,689,512"
     screenshot(page, "architecture_compare_resnet18")
 
@@ -92,11 +92,11 @@ def test_a_bad_custom_net_shows_the_reason_not_a_traceback(page):
 
 def test_the_net_survives_a_page_switch(page):
     open_architecture(page, "?arch_preset=resnet56&arch_skip=0")
-    wait_for_title(page, "Plain-56")
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Gradient flow").click()
+    wait_for_title(page, "plain-56")
+    page.locator(".st-key-app_nav").get_by_text("Gradient flow", exact=True).click()
     page.wait_for_url("**/gradient-flow**", timeout=60_000)
     wait_for_app(page)
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Architecture").click()
-    wait_for_title(page, "Plain-56")
+    page.locator(".st-key-app_nav").get_by_text("Architecture", exact=True).click()
+    wait_for_title(page, "plain-56")
     assert metric(page, "Parameters") == "853,018"
     assert "arch_preset=resnet56" in page.url and "arch_skip=0" in page.url

@@ -17,14 +17,19 @@ def query(tab) -> dict[str, str]:
     return dict(parse_qsl(urlparse(tab.url).query))
 
 
-def open_gradient_flow(tab) -> None:
-    tab.goto(f"{tab.base_url}/gradient-flow")
-    wait_for_app(tab, timeout=180_000)  # 2 cores shared with other work: generous waits
-    tab.wait_for_selector('[data-testid="stPlotlyChart"] .gtitle', timeout=180_000)
+def open_path(tab, path: str, ready: str) -> None:
+    """`path` opened, once the selector `ready` shows; 2 cores shared with other work: generous waits."""
+    tab.goto(f"{tab.base_url}/{path}")
+    wait_for_app(tab, timeout=180_000)
+    tab.wait_for_selector(ready, timeout=180_000)
     dialog = tab.get_by_role("dialog").filter(has_text="Page not found")  # see test_browser_gradient_flow
     if dialog.count():
         tab.keyboard.press("Escape")
         dialog.wait_for(state="detached", timeout=10_000)
+
+
+def open_gradient_flow(tab) -> None:
+    open_path(tab, "gradient-flow", '[data-testid="stPlotlyChart"] .gtitle')
 
 
 def sentence(tab) -> str:
@@ -55,6 +60,22 @@ def test_demo_link_from_its_own_page_sets_the_url_and_survives_a_toggle_and_a_re
     assert "20-layer" in sentence(page)
     assert query(page) == {**demo.query, "gf_bn": "1"}
     screenshot(page, "links_demo_after_toggle_and_reload")
+
+
+def test_sidebar_demo_titles_are_not_cut(page):
+    open_path(page, "compare", '[data-testid="stMultiSelect"]')
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Classroom demos").click()
+    sidebar.get_by_role("link", name=DEMOS[-1].title).wait_for(timeout=30_000)
+    labels = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stSidebar"] [data-testid="stExpander"] [data-testid="stPageLink-NavLink"] p')]
+        .filter(p => p.offsetWidth)  // the demos' links: the page links above them are the navigation
+        .map(p => [p.textContent, p.scrollWidth, p.clientWidth, p.getBoundingClientRect().right,
+                   p.closest('[data-testid="stSidebar"]').getBoundingClientRect().right])""")
+    assert sorted(t for t, *_ in labels) == sorted(d.title for d in DEMOS)
+    for title, scroll, client, right, sidebar_right in labels:
+        assert scroll <= client and right <= sidebar_right, title  # whole, and inside the sidebar
+    screenshot(page, "links_sidebar_demos")
 
 
 def test_a_refused_url_value_on_train_stays_on_screen(page):

@@ -231,6 +231,28 @@ def test_shortcut_figure_names_shapes_and_zero_channels(nets, digit):
     assert list(half.x) == [2 * j + 0.5 for j in range(14)]
 
 
+def test_maps_grid_is_laid_out_as_plotlys_make_subplots(nets, digit):
+    """maps_figure lays its grid out by hand (it is faster): plotly's own make_subplots is the oracle
+    for every panel's axes, their domains and the panel titles."""
+    from plotly.subplots import make_subplots
+
+    fig = shortcut_figure(explain.shortcut_demo(*nets, digit))  # 4 rows of 4 panels
+    titles = [a.text for a in fig.layout.annotations]
+    ref = make_subplots(rows=4, cols=4, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.22 / 3)
+    for k in range(1, 17):
+        s = "" if k == 1 else str(k)
+        for axis in ("xaxis", "yaxis"):
+            assert fig.layout[axis + s].domain == pytest.approx(ref.layout[axis + s].domain), (axis, k)
+            assert fig.layout[axis + s].anchor == ref.layout[axis + s].anchor, (axis, k)
+        assert fig.layout["yaxis" + s].scaleanchor == "x" + s  # each panel square
+    assert [a.text for a in ref.layout.annotations] == titles
+    places = [v for a in fig.layout.annotations for v in (a.x, a.y)]
+    assert places == pytest.approx([v for a in ref.layout.annotations for v in (a.x, a.y)])
+    traces = _heatmaps(fig)
+    assert [(t.xaxis, t.yaxis) for t in traces] == [("x" if k == 1 else f"x{k}", "y" if k == 1 else f"y{k}")
+                                                     for k in range(1, 17)]
+
+
 def test_update_figure_marks_float32_spacing():
     fig = update_figure(explain.sgd_update(0.5, 1e-9, 0.1))
     assert [t.y[0] for t in fig.data] == ["weight W", "gradient ∂L/∂W", "learning rate", "step lr·∂L/∂W"]

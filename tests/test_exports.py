@@ -34,7 +34,8 @@ def tiny_names(**overrides) -> tuple[list[str], list[str]]:
 
 def grad_value(kind: str, layer: int, step: int, scale: float) -> float:
     """The figure the fake run logs: a decade per layer (input smallest), growing with the step."""
-    base = {"weight_grad": 1.0, "weight_norm": 10.0, "update_ratio": 1e-3, "act_grad": 0.1}[kind]
+    base = {"weight_grad": 1.0, "weight_norm": 10.0, "update_ratio": 1e-3, "act_grad": 0.1,
+            "shortcut_share": 1e-4}[kind]
     return scale * base * 10.0 ** (layer - 4) * (1 + step / 10)
 
 
@@ -50,7 +51,8 @@ def write_record(root: Path, label: str = "resnet-tiny", skip: bool = True, step
                   "seconds": 0.5 * s, "samples_per_s": 64.0})
         w.on_grads(s, {k: np.array([grad_value(k, i, s, scale) for i in range(len(names))])
                        for k, names in (("weight_grad", layers), ("weight_norm", layers),
-                                        ("update_ratio", layers), ("act_grad", blocks))})
+                                        ("update_ratio", layers), ("act_grad", blocks),
+                                        ("shortcut_share", blocks))})
     last = max(steps)
     w.on_eval({"step": last, "split": "test", "loss": 0.5, "accuracy": test_accuracy, "lr": 0.05,
                "seconds": 0.5 * last, "samples_per_s": math.nan})
@@ -94,8 +96,8 @@ def test_net_names_ignore_input_and_classes():
     from resnet_core.config import preset
     from resnet_core.train import model_for_dataset
 
-    assert compare.net_name(model_for_dataset(preset("resnet20"), "mnist-5k")) == "resnet20"
-    assert compare.net_name(preset("plain56", num_classes=4)) == "plain56"
+    assert compare.net_name(model_for_dataset(preset("resnet20"), "mnist-5k")) == "ResNet-20"
+    assert compare.net_name(preset("plain56", num_classes=4)) == "plain-56"
     assert compare.net_name(tiny_model(skip=False)) == "custom plain-8"
 
 

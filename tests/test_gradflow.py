@@ -241,3 +241,11 @@ def test_ratio_sentence_when_only_the_last_block_gets_nothing():
     g = GradFlow(**{**g.__dict__, "blocks": (("a", 1.0), ("b", 0.0))})
     assert ratio_sentence({"p": g}) == (
         "In the 8-layer plain net the last block receives 0 (underflow) while the first block does not.")
+
+
+def test_weight_view_says_whose_figures_the_paragraphs_quote_and_gives_the_weights(relu20):
+    text = paragraphs(relu20, "weight")
+    assert "quote the gradient at the block outputs" in text
+    for g in relu20.values():  # the weights' own first/last ratio, as the headline gives it
+        assert f"in the {g.config.depth}-layer" in text and times(g.weight_ratio) in text
+    assert "quote the gradient at the block outputs" not in paragraphs(relu20)

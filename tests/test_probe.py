@@ -114,6 +114,8 @@ def test_to_dict_is_json_and_complete():
     assert {"blocks", "layers", "ratio", "config", "seed"} <= set(d)
     assert d["seed"] == 2 and d["config"] == cfg.to_dict()
     assert set(d["blocks"][0]) == {"name", "norm"} and {"name", "norm"} <= set(d["layers"][0])
+    split = gradflow(cfg, seed=2, split=True).to_dict()["blocks"][0]
+    assert set(split) == {"name", "norm", "shortcut", "branch"} and split["shortcut"] > 0 < split["branch"]
     assert d["ratio"] == pytest.approx(d["blocks"][0]["norm"] / d["blocks"][-1]["norm"])
 
 
@@ -144,7 +146,7 @@ def keep_grad(outs, module, args, out):
 
 
 def no_hooks_left(model) -> bool:
-    return all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
 
 
 @pytest.mark.parametrize("kw", [{}, {"batchnorm": False, "skip": False}, {"style": "pre"}])
@@ -172,7 +174,7 @@ def test_probe_equals_hand_computation(kw):
             r = probe.read()
             assert {k: v.shape for k, v in r.items()} == {
                 "weight_grad": (len(layers),), "weight_norm": (len(layers),),
-                "update_ratio": (len(layers),), "act_grad": (len(outs),)}
+                "update_ratio": (len(layers),), "act_grad": (len(outs),), "shortcut_share": (len(outs),)}
             np.testing.assert_allclose(r["weight_grad"], grads, rtol=1e-5)
             np.testing.assert_allclose(r["act_grad"], [o.grad.norm().item() for o in outs], rtol=1e-5)
             np.testing.assert_allclose(r["weight_norm"], [m.weight.norm().item() for _, m in layers], rtol=1e-5)

@@ -37,7 +37,8 @@ def write_record(root: Path, steps: int = 6, flush_s: float = 0.0, status: str =
         w.on_log({"step": s, "split": "train", "loss": 2.0 / s, "accuracy": s / 10, "lr": 0.1, "seconds": s * 0.5,
                   "samples_per_s": 64.0})
         w.on_grads(s, {"weight_grad": np.full(3, s, np.float32), "weight_norm": np.ones(3, np.float32),
-                       "update_ratio": np.full(3, 1e-3, np.float32), "act_grad": np.array([s, 2 * s], np.float32)})
+                       "update_ratio": np.full(3, 1e-3, np.float32), "act_grad": np.array([s, 2 * s], np.float32),
+                       "shortcut_share": np.array([0.5, 0.25], np.float32)})
     w.on_eval({"step": steps, "split": "test", "loss": 0.5, "accuracy": 0.9, "lr": 0.1, "seconds": 3.0,
                "samples_per_s": float("nan")})
     if end:
@@ -55,7 +56,7 @@ def test_record_round_trip(tmp_path):
     assert rec.metrics["split"].tolist() == ["train"] * 6 + ["test"]
     assert rec.metrics["loss"].iloc[1] == 1.0 and np.isnan(rec.metrics["samples_per_s"].iloc[-1])
     g = rec.grads
-    assert len(g) == 6 * (3 * len(LAYERS) + len(BLOCKS)) and set(g["kind"]) == set(runs.KINDS)
+    assert len(g) == 6 * (3 * len(LAYERS) + 2 * len(BLOCKS)) and set(g["kind"]) == set(runs.KINDS)
     act = g[(g.kind == "act_grad") & (g.step == 4)]
     assert act["layer"].tolist() == BLOCKS and act["value"].tolist() == [4.0, 8.0]
     assert rec.meta["final"]["test_accuracy"] == 0.9 and rec.meta["layers"] == LAYERS

@@ -131,7 +131,7 @@ def test_twin_jobs_have_linked_records(manager):
     for job in (res, plain):  # each Job's history works as for a job on its own
         metrics, grads, cursor = job.since()
         assert len(metrics) == 6 + 2  # six train rows, evaluations at steps 3 and 6
-        assert set(grads["kind"]) == {"weight_grad", "weight_norm", "update_ratio", "act_grad"}
+        assert set(grads["kind"]) == {"weight_grad", "weight_norm", "update_ratio", "act_grad", "shortcut_share"}
         assert job.since(cursor)[0].empty
         assert job.snapshot()["twin"] == job.twin
 

@@ -33,6 +33,7 @@ from resnet_core.config import (
     ConfigError,
     ModelConfig,
     cifar_config,
+    display_name,
     imagenet_config,
     make_config,
     preset,
@@ -207,8 +208,9 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
                 if "num_classes" not in fixed:
                     st.number_input("Classes", 2, MAX_CLASSES, step=1, key=p + "num_classes")
 
+        for k, v in fixed.items():  # no widget of theirs is drawn: the URL says what the net really gets
+            ss[p + k] = v
         values = {k: ss[p + k] for k in ("preset", *LAYOUT_FIELDS, *COMMON)}
-        values.update(fixed)
         try:
             cfg = config_from_values(values)
         except ConfigError as e:
@@ -218,7 +220,7 @@ def model_controls(prefix: str, *, container: Any = None, default_preset: str = 
         ss[p + "_error"] = None
         same = preset_name(cfg)
         if same and same != values["preset"]:
-            st.caption(f"This is exactly **{same}**.")
+            st.caption(f"This is exactly **{display_name(same)}**.")
     # Fields whose widgets were not drawn follow the net on screen, so that switching to
     # "custom" or to another layout starts from it (and the URL describes it consistently).
     current = field_values(cfg)

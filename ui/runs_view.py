@@ -61,16 +61,37 @@ def saved_runs() -> list[runs.RunRecord]:
     return _listing(str(root), stamp)
 
 
+def private_runs() -> bool:
+    """RESNET_PRIVATE_RUNS=1: each browser sees only the runs it trained or uploaded on this server
+    (classes that share a runs folder otherwise see each other's)."""
+    return os.environ.get("RESNET_PRIVATE_RUNS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def own_names() -> set[str]:
+    """Folder names of the records this browser made here: its jobs' records and its uploads."""
+    owner = live.session_owner()
+    names = {Path(j.run_dir).name for j in live.manager().jobs(owner=owner) if j.run_dir}
+    return names | set(st.session_state.get("cmp_uploaded", set()))
+
+
+def visible_runs() -> list[runs.RunRecord]:
+    """The saved records this browser may list, its own first (newest first within each group)."""
+    mine = own_names()
+    records = [r for r in saved_runs() if r.name in mine or not private_runs()]
+    return sorted(records, key=lambda r: r.name not in mine)  # stable: keeps the listing's order within
+
+
 def catalogue() -> Catalogue:
     """Every run this page can show: saved records (this server's jobs write theirs there too)."""
     cat = Catalogue()
-    for rec in saved_runs():
+    mine = own_names()
+    for rec in visible_runs():
         if rec.damaged:
             cat.damaged[rec.name] = rec.damaged
         else:
             cat.records[rec.name] = rec
     for job in live.manager().jobs():
-        if job.done:
+        if job.done or private_runs() and Path(job.run_dir or "").name not in mine:
             continue
         if not job.run_dir:
             cat.queued += 1

@@ -12,13 +12,18 @@ from resnet_core import compare
 from resnet_core.anatomy import describe
 from resnet_core.config import ModelConfig
 from resnet_core.figures.diagram import architecture_figure
+from resnet_core.figures.split import share_heatmap
 from resnet_core.figures.training import curves_figure, heatmap_figure, log_ratio_heatmap, shared_zrange
 from resnet_core.jobs import Job
 from ui import live, state
 
 KIND_LABELS = {"weight_grad": "weight gradients ‖∂L/∂W‖", "act_grad": "activation gradients ‖∂L/∂h‖",
-               "update_ratio": "update ratio ‖ΔW‖/‖W‖"}
-SHORT = {"weight_grad": "‖∂L/∂W‖", "act_grad": "‖∂L/∂h‖", "update_ratio": "‖ΔW‖/‖W‖"}
+               "update_ratio": "update ratio ‖ΔW‖/‖W‖", "shortcut_share": "shortcut's share at each addition"}
+SHORT = {"weight_grad": "‖∂L/∂W‖", "act_grad": "‖∂L/∂h‖", "update_ratio": "‖ΔW‖/‖W‖",
+         "shortcut_share": "shortcut's share"}
+SHARE_NOTE = ("The shortcut's share of the gradient at each block's fork, ‖shortcut part‖ / (‖shortcut part‖ + "
+              "‖branch part‖), measured on every logged step: 100% means all of the gradient reaching the block "
+              "came through the shortcut, 0% all of it back through the branch (a plain net has no shortcut).")
 NAMES = {"residual": "Residual net", "plain": "Plain twin"}
 ss = st.session_state
 
@@ -58,6 +63,9 @@ def status_row(snap: dict, name: str | None = None) -> None:
     cells = [("State", snap["state"]), ("Step", f"{snap['step']:,} / {snap['steps']:,}"),
              ("Samples/s", f"{rate:,.0f}" if rate == rate else "–"), ("ETA", eta),
              ("Device", snap["device"] or "–"), ("Queue place", str(place) if place else "–")]
+    acc = snap.get("test_accuracy")
+    if acc is not None and acc == acc:  # the test split's figure, once evaluated (finally at the end)
+        cells.insert(3, ("Test accuracy", f"{acc:.1%}"))
     if name:
         cells.insert(0, ("Net", name))
     for col, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
@@ -68,7 +76,7 @@ def status_row(snap: dict, name: str | None = None) -> None:
 
 
 def layer_order(job: Job, kind: str, show_bn: bool) -> list[str]:
-    if kind == "act_grad":
+    if kind in ("act_grad", "shortcut_share"):
         return list(job.blocks)
     return [n for n in job.layers if show_bn or ".bn" not in n and n != "bn1" and "downsample.1" not in n]
 
@@ -93,6 +101,8 @@ def scrubber(jobs: list[Job], grads: list[pd.DataFrame]) -> int | None:
     chosen = int(ss["tr_scrub"])  # what the slider below returns in this run
     shown = min(chosen, latest)
     following = chosen >= latest and latest < last
+    if following:  # the handle sits at the run's end, past the step shown: its number would contradict the label
+        st.html('<style>.st-key-tr_scrub [data-testid="stSliderThumbValue"] { visibility: hidden; }</style>')
     st.slider(f"Time scrubber: step {shown:,}" + (" (the latest: drag left to go back in time)" if following else ""),
               1, last, key="tr_scrub",
               help="Moves the cursor on the heatmaps and recolours the diagrams with the gradients of the last "
@@ -138,7 +148,21 @@ def _join(ranges: list[tuple[float, float] | None]) -> tuple[float, float] | Non
     return (min(r[0] for r in got), max(r[1] for r in got)) if got else None
 
 
+def share_heatmaps(jobs: list[Job], grads: list[pd.DataFrame], step: int | None) -> None:
+    """The shortcut's share on its own fixed 0-100% scale, side by side for twins (no log ratio: plain is 0)."""
+    cols = st.columns(len(jobs)) if len(jobs) > 1 else [st.container()]
+    for col, job, g in zip(cols, jobs, grads, strict=True):
+        title = NAMES[family(job)] if len(jobs) > 1 else ""
+        key = "tr_heatmap" if family(job) == "residual" or len(jobs) == 1 else "tr_heatmap_plain"
+        col.plotly_chart(share_heatmap(g, list(job.blocks), cursor_step=step, title=title), key=key,
+                         config=plot_config(key[3:]), width="stretch")
+    st.caption(SHARE_NOTE)
+
+
 def heatmaps(jobs: list[Job], grads: list[pd.DataFrame], kind: str, show_bn: bool, step: int | None) -> None:
+    if kind == "shortcut_share":
+        share_heatmaps(jobs, grads, step)
+        return
     if len(jobs) == 1:
         fig = heatmap_figure(grads[0], kind, layer_order(jobs[0], kind, show_bn), cursor_step=step)
         st.plotly_chart(fig, key="tr_heatmap", config=plot_config("heatmap"), width="stretch")
@@ -212,13 +236,14 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
     st.plotly_chart(curves_figure(metrics), key="tr_curves", config=plot_config("curves"), width="stretch")
     c1, c2 = st.columns([3, 1])
     kind = c1.radio("Heatmap", tuple(KIND_LABELS), key="tr_kind", format_func=KIND_LABELS.get, horizontal=True)
-    show_bn = c2.toggle("BatchNorm layers", key="tr_show_bn", disabled=kind == "act_grad",
+    show_bn = c2.toggle("BatchNorm layers", key="tr_show_bn", disabled=kind in ("act_grad", "shortcut_share"),
                         help="BatchNorm scales have gradients of another size than convolutions; "
                              "hidden by default so the rows compare like with like.")
     grads = [h.grads for h in histories]
     step = scrubber(jobs, grads)
     heatmaps(jobs, grads, kind, show_bn, step)
-    diagrams(jobs, grads, kind, step)
+    if kind != "shortcut_share":  # the diagrams' colours are log magnitudes; a share has its heatmap alone
+        diagrams(jobs, grads, kind, step)
     state.publish(fields)  # in a fragment rerun the widgets above changed without the page's own publish
     if not active(jobs) and ss.get("tr_was_active"):
         ss["tr_was_active"] = False

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..anatomy import Anatomy, describe
-from ..config import ModelConfig, preset_name
+from ..config import ModelConfig, display_name, preset_name
 
 ROW_PX = 150  # height of one row of blocks; y is measured in rows
 MAX_PER_ROW = 12
@@ -37,11 +37,7 @@ def _shape(s: tuple[int, ...]) -> str:
 
 def _title(cfg: ModelConfig, anatomy: Anatomy) -> str:
     name = preset_name(cfg)
-    if name:
-        kind = "ResNet" if name.startswith("resnet") else "Plain"
-        label = f"{kind}-{name.removeprefix('resnet').removeprefix('plain')}"
-    else:
-        label = f"custom {'residual' if cfg.skip else 'plain'} net"
+    label = display_name(name) if name else f"custom {'residual' if cfg.skip else 'plain'} net"
     return f"{label}: {anatomy.layer_count_expression} layers, input {_shape(anatomy.input_shape)}"
 
 

@@ -234,10 +234,18 @@ def explanation(results: Mapping[str, GradFlow], kind: str = "activation") -> li
                        "connections.")
 
     if kind == "weight":
+        # The paragraphs above quote the block outputs' ratios: say so, and give the weights' own.
+        if len(out) > 1:
+            out.insert(1, "*The paragraphs below quote the gradient at the block outputs, ‖dL/dh‖ (the other "
+                          "view), not the weights' gradients drawn above.*")
+        mine = "; ".join(f"in the {net_name(n)} {times(n.weight_ratio)}" for n in (plain, res)
+                         if n is not None and n.weight_ratio == n.weight_ratio and not math.isinf(n.weight_ratio))
         out.append("A layer's weight gradient is the gradient at its output times the signal at its input, so "
                    "where the forward signal grows or shrinks along the net, the weight gradients can tell a "
-                   "different story from the gradients at the block outputs. BatchNorm's scale parameters "
-                   "are left out of this view.")
+                   "different story from the gradients at the block outputs"
+                   + (f". Here the first conv layer's weight gradient is, of the last conv layer's: {mine}"
+                      if mine else "")
+                   + ". BatchNorm's scale parameters are left out of this view.")
     return out
 
 

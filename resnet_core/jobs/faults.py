@@ -2,8 +2,9 @@
 
 The server reads RESNET_TEST_WORKER_FAULT (JSON) when a job starts and passes it in the job's
 spec; the worker process installs it before training, in its own process only (the thread
-backend ignores it). {"kind": K, "step": N, "match": {model field: value}}: from the N-th
-training forward pass (default 1) of a net whose ModelConfig has those fields, do K:
+backend ignores it). A fault, or a list of them: {"kind": K, "step": N, "match": {model field:
+value}}: from the N-th training forward pass (default 1) of a net whose ModelConfig has those
+fields (lists compare as tuples), do K:
 
     sigkill  kill the process with SIGKILL, as the out-of-memory killer does
     abort    os.abort(), as a heap corruption caught by glibc does
@@ -29,18 +30,24 @@ ENV = "RESNET_TEST_WORKER_FAULT"
 KINDS = ("sigkill", "abort", "hang", "oom", "inf", "nan", "refuse-downloads")
 
 
-def from_env() -> dict[str, Any] | None:
+def from_env() -> list[dict[str, Any]] | None:
     raw = os.environ.get(ENV, "")
     if not raw:
         return None
-    fault = json.loads(raw)
-    if not isinstance(fault, dict) or fault.get("kind") not in KINDS:
-        raise ValueError(f"{ENV} must be a JSON object whose kind is one of {', '.join(KINDS)}")
-    return fault
+    found = json.loads(raw)
+    found = found if isinstance(found, list) else [found]
+    if not all(isinstance(f, dict) and f.get("kind") in KINDS for f in found):
+        raise ValueError(f"{ENV} must be a JSON object, or a list of them, whose kind is one of {', '.join(KINDS)}")
+    return found
 
 
-def install(fault: dict[str, Any]) -> None:
-    """Patch this worker process so that `fault` happens; see the module docstring."""
+def install(found: list[dict[str, Any]]) -> None:
+    """Patch this worker process so that the faults happen; see the module docstring."""
+    for fault in found:
+        _install(fault)
+
+
+def _install(fault: dict[str, Any]) -> None:
     kind = fault["kind"]
     if kind == "refuse-downloads":
         import torchvision.datasets as tvd
@@ -53,7 +60,8 @@ def install(fault: dict[str, Any]) -> None:
 
     from ..model import ResNet
 
-    forward, after, match = ResNet.forward, int(fault.get("step", 1)), fault.get("match", {})
+    forward, after = ResNet.forward, int(fault.get("step", 1))
+    match = {k: tuple(v) if isinstance(v, list) else v for k, v in fault.get("match", {}).items()}
     calls: dict[int, int] = {}
 
     def faulty(self: ResNet, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import ModelConfig, TrainConfig
 from ..loop import TrainResult
 from ..recorder import RunWriter
-from ..runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, load_run
+from ..runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, grads_layout, load_run
 
 if TYPE_CHECKING:
     from .manager import JobManager
@@ -90,8 +90,7 @@ class Job:
         metrics = pd.DataFrame(rows, columns=METRICS_SCHEMA.names)
         if not grads:
             return metrics, GRADS_SCHEMA.empty_table().to_pandas(), new
-        names = self.layers * 3 + self.blocks
-        kinds = [k for k in KINDS[:3] for _ in self.layers] + [KINDS[3]] * len(self.blocks)
+        names, kinds = grads_layout(self.layers, self.blocks)
         frame = pd.DataFrame({
             "step": np.repeat(np.array([s for s, _ in grads], np.int64), len(names)),
             "layer": np.tile(np.array(names, dtype=object), len(grads)),

@@ -250,7 +250,8 @@ class JobManager:
             spec = protocol.job_spec([j.model_cfg for j in pair], job.train_cfg, twins=job.partner is not None,
                                      device=f"cuda:{gpu}" if gpu is not None else None, limits=self.limits,
                                      data_root=job.options["data_root"], download=job.options["download"],
-                                     threads=torch.get_num_threads(), fault=faults.from_env())
+                                     threads=torch.get_num_threads(), fault=faults.from_env(),
+                                     weights=[_kept(j.writer) for j in pair])
             worker = self.backend.start(spec, name=f"job-{job.id}-worker")
             for j in pair:
                 j.worker = worker
@@ -276,6 +277,12 @@ class JobManager:
             job.release_history()
         for job in done[: max(0, len(done) - self.keep_finished)]:
             del self._jobs[job.id]
+
+
+def _kept(writer: RunWriter) -> list[str]:
+    """The weights `writer`'s record keeps (all, where the writer predates weights in records)."""
+    keeps = getattr(writer, "keeps", None)
+    return [w for w in ("initial", "final") if keeps is None or keeps(w)]
 
 
 def _fail(jobs: Any, message: str) -> None:
@@ -372,8 +379,10 @@ class _Relay:
             for cb in (writer, job):
                 cb.on_grads(msg["step"], values)
         elif kind == "weights":
-            if hasattr(writer, "write_weights"):  # run records gain weights with issue 11
+            try:  # checked against the record's config before anything is written (weights.py)
                 writer.write_weights(msg["which"], msg.blobs[0])
+            except ValueError:
+                log.exception("job %s: its %s weights were not kept", job.id, msg["which"])
         elif kind == "end":
             result = protocol.result_from(msg["result"])
             self.ended[lane] = True

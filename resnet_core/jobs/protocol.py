@@ -130,12 +130,14 @@ def result_from(values: dict[str, Any]) -> TrainResult:
 
 def job_spec(models: Sequence[ModelConfig], train_cfg: TrainConfig, *, twins: bool, device: str | None,
              limits: Limits, data_root: str | None, download: bool, threads: int,
-             fault: dict[str, Any] | None = None) -> str:
+             weights: Sequence[Sequence[str]] = (), fault: list[dict[str, Any]] | None = None) -> str:
     """A job's start arguments as one JSON string: what the worker needs and nothing a user typed
-    beyond the configs the server validated."""
+    beyond the configs the server validated. `weights`: per net, which weights its record keeps
+    ("initial", "final"), so that the worker sends only those."""
     return json.dumps({"models": [m.to_dict() for m in models], "train": train_cfg.to_dict(), "twins": twins,
                        "device": device, "limits": asdict(limits), "data_root": data_root,
-                       "download": download, "threads": threads, "fault": fault})
+                       "download": download, "threads": threads, "fault": fault,
+                       "weights": [list(w) for w in weights] or [["final"]] * len(models)})
 
 
 @dataclass
@@ -148,14 +150,15 @@ class Spec:
     data_root: str | None
     download: bool
     threads: int
-    fault: dict[str, Any] | None
+    fault: list[dict[str, Any]] | None  # test-only (faults.py)
+    weights: list[list[str]]  # per net, the weights its record keeps
 
 
 def read_spec(text: str) -> Spec:
     d = json.loads(text)
     return Spec([from_dict(m) for m in d["models"]], TrainConfig.from_dict(d["train"]), bool(d["twins"]),
                 d["device"], Limits(**d["limits"]), d["data_root"], bool(d["download"]), int(d["threads"]),
-                d.get("fault"))
+                d.get("fault"), d.get("weights") or [["final"]] * len(d["models"]))
 
 
 # ---------------------------------------------------------------- what every backend provides

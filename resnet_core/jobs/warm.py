@@ -12,7 +12,7 @@ import contextlib
 
 import torch  # noqa: F401 - the point of this module
 
-from .. import data, loop, model, probe, size, train, twins  # noqa: F401
+from .. import data, layout, loop, model, probe, size, train, twins, weights  # noqa: F401
 from . import protocol, worker  # noqa: F401
 
 torch.set_num_threads(1)

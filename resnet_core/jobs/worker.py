@@ -13,7 +13,6 @@ faults.py) is installed in worker processes only, where it can take down nothing
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
@@ -68,8 +67,8 @@ class Sender:
 class Lane:
     """The loop's callback for one net: turns what it reports into messages."""
 
-    def __init__(self, lane: int, send: Sender, controls: Controls):
-        self.lane, self.send, self.controls = lane, send, controls
+    def __init__(self, lane: int, send: Sender, controls: Controls, weights: tuple[str, ...] = ("final",)):
+        self.lane, self.send, self.controls, self.weights = lane, send, controls, weights
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.send(encode("started", lane=self.lane, layers=list(info["layers"]), blocks=list(info["blocks"]),
@@ -86,10 +85,10 @@ class Lane:
         self.send(protocol.grads_message(self.lane, step, values))
 
     def on_weights(self, which: str, tensors: dict[str, Any]) -> None:
-        from safetensors.torch import save
+        if which in self.weights:  # the record keeps these: the server said so in the spec
+            from ..weights import to_bytes
 
-        self.send(encode("weights", [save({k: v.contiguous() for k, v in tensors.items()})], lane=self.lane,
-                         which=which))
+            self.send(encode("weights", [to_bytes(tensors)], lane=self.lane, which=which))
 
     def on_end(self, result: Any) -> None:
         self.send(encode("end", lane=self.lane, result=protocol.result_fields(result)))
@@ -111,10 +110,10 @@ def where(backend: str) -> dict[str, Any]:
     return {"backend": backend, "host": host, "node": host, "pid": os.getpid()}
 
 
-def run(spec: Spec, send: Send, controls: Controls, progress_log: io.TextIOBase | None = None) -> None:
+def run(spec: Spec, send: Send, controls: Controls) -> None:
     """Train `spec`'s job, sending every message, `error` if training raised, and `bye` last."""
     sender = send if isinstance(send, Sender) else Sender(send)
-    lanes = [Lane(i, sender, controls) for i in range(2 if spec.twins else 1)]
+    lanes = [Lane(i, sender, controls, tuple(spec.weights[i])) for i in range(2 if spec.twins else 1)]
     where_ = {"device": spec.device, "limits": spec.limits, "data_root": spec.data_root,
               "download": spec.download, "progress": lambda _msg: sender.heartbeat()}
     try:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from resnet_core.config import ACTIVATIONS, INITS, STYLES, ModelConfig, cifar_config
 from resnet_core.figures.gradflow import explanation, gradflow_figure, ratio_sentence, series
+from resnet_core.figures.split import split_explanation, split_figure
 from resnet_core.probe import GradFlow, gradflow
 from ui import state
 
@@ -35,7 +36,7 @@ PLOT_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "
 # Keyed by the frozen config and the seed alone, so every session shares the measurements.
 @st.cache_data(max_entries=256, show_spinner=False)
 def measure(cfg: ModelConfig, seed: int) -> GradFlow:
-    return gradflow(cfg, seed=seed, batch_size=BATCH)
+    return gradflow(cfg, seed=seed, batch_size=BATCH, split=True)
 
 
 def norms_table(results: dict[str, GradFlow], kind: str) -> pd.DataFrame:
@@ -91,6 +92,14 @@ st.plotly_chart(gradflow_figure(results, kind), width="stretch", config=PLOT_CON
 st.markdown(f"**{ratio_sentence(results, kind)}**")
 for paragraph in explanation(results, kind):
     st.markdown(paragraph)
+residual = next((g for g in results.values() if g.config.skip), None)
+plain = next((g for g in results.values() if not g.config.skip), None)
+st.subheader("The gradient's two roads at each addition")
+if residual is not None:
+    st.plotly_chart(split_figure(residual, f"ResNet-{cfg.depth}: the gradient at each block's fork, by road"),
+                    width="stretch", config=PLOT_CONFIG, key="gf_split_chart")
+for paragraph in split_explanation(residual, plain):
+    st.markdown(paragraph)
 with st.expander("The numbers"):
     st.dataframe(norms_table(results, kind), hide_index=True, width="stretch",
                  column_config={label: st.column_config.NumberColumn(label, format="%.3e")
@@ -98,5 +107,5 @@ with st.expander("The numbers"):
     st.caption(f"Batch of {BATCH} standard-normal {CHANNELS}×{SIDE}×{SIDE} images with random labels, "
                f"seed {ss.gf_seed}; the net in train mode (BatchNorm uses the batch's statistics); "
                "norms computed in float64 from float32 gradients. The same numbers, from the command line:")
-    st.code(cli_command(cfg, int(ss.gf_seed), ss.gf_nets), language="bash")
+    st.code(cli_command(cfg, int(ss.gf_seed), ss.gf_nets) + " --split", language="bash")
 state.publish(FIELDS)
