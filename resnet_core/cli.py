@@ -334,3 +334,9 @@ EXTRA_COMMANDS.append(_register_train)
 from .inspect.cli import register as _register_evaluate  # noqa: E402 - after the helpers it uses
 
 EXTRA_COMMANDS.append(_register_evaluate)
+
+# ---------------------------------------------------------------- why residual nets work (why/cli.py)
+
+from .why.cli import register_landscape, register_lesion, register_paths  # noqa: E402 - after the helpers
+
+EXTRA_COMMANDS.extend([register_paths, register_lesion, register_landscape])

@@ -118,7 +118,8 @@ def share_heatmap(grads, blocks: list[str], max_columns: int = 300, cursor_step:
     z, _, x, k = bin_steps(grid[has], np.zeros_like(grid[has], bool), steps, max_columns)
     over = f"<br>(mean of {k} steps ending here)" if k > 1 else ""
     fig.add_trace(go.Heatmap(
-        z=[[None if v != v else round(float(v), 5) for v in row] for row in z], x=x.tolist(), y=names, zmin=0, zmax=1, colorscale="Cividis", hoverongaps=False,
+        z=[[None if v != v else round(float(v), 5) for v in row] for row in z], x=x.tolist(), y=names,
+        zmin=0, zmax=1, colorscale="Cividis", hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>shortcut's share %{{z:.1%}}{over}<extra></extra>",
         colorbar={"title": {"text": "shortcut's share"}, "tickformat": ".0%"}))
     shapes = []
