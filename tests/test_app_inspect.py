@@ -161,9 +161,13 @@ def test_an_empty_drawing_gets_a_note_not_a_prediction(root):
 def test_bad_links_fall_back_with_a_note(root):
     at = open_page(ins_run="no-such-run", ins_src="draw", ins_draw="zz", ins_n="7")
     warn = texts(at, "warning")
-    assert "no-such-run" in warn and "ins_n='7' was ignored" in warn
-    assert "The drawing in the link could not be read" in warn
+    assert "ins_run='no-such-run' was ignored" in warn and "ins_n='7' was ignored" in warn
+    assert "ins_draw='zz' was ignored (allowed: 784 hex digits 0-9a-f)" in warn
     assert at.selectbox(key="ins_run").value in (root["single"], root["res"], root["plain"])
+    at = open_page(ins_run=root["single"], ins_idx="5000", ins_block="layer9.9")
+    warn = texts(at, "warning")
+    assert "ins_idx='5000' was ignored (allowed: a test image from 0 to 999); using 999" in warn
+    assert "ins_block='layer9.9' was ignored" in warn and at.query_params["ins_block"] == "layer1.0"
 
 
 def test_a_cifar_run_shows_colour_images_and_class_names_and_no_canvas(tmp_path, monkeypatch):
