@@ -27,6 +27,7 @@ def open_path(tab, path: str, ready: str) -> None:
 
 
 def test_every_page_in_both_modes(page):
+    page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
     for path, ready in PAGES.items():
         open_path(page, path, ready)
         assert page.evaluate(ZOOM_JS) in ("1", "normal")
