@@ -417,8 +417,6 @@ def ray_cluster(nodes: int):
 
 
 async def _main_async(args, home: Path, env: dict[str, str]) -> int:
-    from playwright.async_api import async_playwright
-
     if args.server_cpus:  # the server on these CPUs, this process (and so Chromium) on the others
         others = set(os.sched_getaffinity(0)) - _cpu_list(args.server_cpus)
         if not others:
@@ -426,6 +424,14 @@ async def _main_async(args, home: Path, env: dict[str, str]) -> int:
         os.sched_setaffinity(0, others)
     server = Server(home, env, args.server_cpus)
     url = server.start()
+    try:
+        return await _measure(args, home, server, url)
+    except BaseException:
+        server.stop()  # a failed run leaves no server behind (nor, with --ray-nodes, actors: they are its)
+        raise
+
+
+async def _measure(args, home: Path, server: Server, url: str) -> int:
     query = f"tr_steps={args.steps}&tr_batch_size={args.batch_size}" + (f"&{args.extra}" if args.extra else "")
     load_before = os.getloadavg()
     print(f"server {url} (pid {server.proc.pid}); {args.sessions} {args.client} sessions on /train?{query}; "
@@ -436,52 +442,70 @@ async def _main_async(args, home: Path, env: dict[str, str]) -> int:
     return_probes: list[float] = []  # a return visit: one context throughout, its HTTP cache warm
     ws_probes: list[float] = []
     server_probes: list[float] = []
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        warm = await browser.new_context()  # the first view of a fresh server pays for its imports
-        first = await browser_load(await warm.new_page(), url + "/train", 120e3)
-        print(f"first page view of the fresh server: {first:.1f} s", flush=True)
-        await warm.close()
+    if args.no_browser:  # protocol sessions and probes only: no CPU for Chromium
         quiet = [await ws_probe(url) for _ in range(3)]
         print(f"Train page script run with no jobs: {fmt(quiet)}", flush=True)
-        quiet = []
-        for _ in range(3):  # what Chromium itself takes on this machine, before any job
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            quiet.append(await browser_load(await context.new_page(), url + "/train", 60e3))
-            await context.close()
-        print(f"Train page load in Chromium with no jobs: {fmt(quiet)}", flush=True)
-        returning = await browser.new_context(viewport={"width": 1280, "height": 900})
-        quiet = []
-        for _ in range(3):
-            tab = await returning.new_page()
-            quiet.append(await browser_load(tab, url + "/train", 60e3))
-            await tab.close()
-        print(f"Train page load in Chromium with no jobs, a return visit: {fmt(quiet)}", flush=True)
-
         t0 = time.monotonic()
         deadline = t0 + args.deadline
-        if args.client == "ws":
-            tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
-        else:
-            tasks = [asyncio.create_task(browser_session(browser, s, url, query, deadline)) for s in sessions]
+        tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
         await asyncio.sleep(args.probe_after)
         while not all(t.done() for t in tasks) and time.monotonic() < deadline:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
             try:
-                browser_probes.append(await browser_load(await context.new_page(), url + "/train", 60e3))
-                tab = await returning.new_page()
-                return_probes.append(await browser_load(tab, url + "/train", 60e3))
-                await tab.close()
                 ws_probes.append(await ws_probe(url))
-                server_probes.append(await server_page_load(url))
             except Exception as e:
                 print(f"  probe failed: {type(e).__name__}: {str(e)[:150]}", flush=True)
-            finally:
-                await context.close()
             await asyncio.sleep(args.probe_every)
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - t0
-        await browser.close()
+    else:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            warm = await browser.new_context()  # the first view of a fresh server pays for its imports
+            first = await browser_load(await warm.new_page(), url + "/train", 120e3)
+            print(f"first page view of the fresh server: {first:.1f} s", flush=True)
+            await warm.close()
+            quiet = [await ws_probe(url) for _ in range(3)]
+            print(f"Train page script run with no jobs: {fmt(quiet)}", flush=True)
+            quiet = []
+            for _ in range(3):  # what Chromium itself takes on this machine, before any job
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                quiet.append(await browser_load(await context.new_page(), url + "/train", 60e3))
+                await context.close()
+            print(f"Train page load in Chromium with no jobs: {fmt(quiet)}", flush=True)
+            returning = await browser.new_context(viewport={"width": 1280, "height": 900})
+            quiet = []
+            for _ in range(3):
+                tab = await returning.new_page()
+                quiet.append(await browser_load(tab, url + "/train", 60e3))
+                await tab.close()
+            print(f"Train page load in Chromium with no jobs, a return visit: {fmt(quiet)}", flush=True)
+
+            t0 = time.monotonic()
+            deadline = t0 + args.deadline
+            if args.client == "ws":
+                tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
+            else:
+                tasks = [asyncio.create_task(browser_session(browser, s, url, query, deadline)) for s in sessions]
+            await asyncio.sleep(args.probe_after)
+            while not all(t.done() for t in tasks) and time.monotonic() < deadline:
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                try:
+                    browser_probes.append(await browser_load(await context.new_page(), url + "/train", 60e3))
+                    tab = await returning.new_page()
+                    return_probes.append(await browser_load(tab, url + "/train", 60e3))
+                    await tab.close()
+                    ws_probes.append(await ws_probe(url))
+                    server_probes.append(await server_page_load(url))
+                except Exception as e:
+                    print(f"  probe failed: {type(e).__name__}: {str(e)[:150]}", flush=True)
+                finally:
+                    await context.close()
+                await asyncio.sleep(args.probe_every)
+            await asyncio.gather(*tasks)
+            elapsed = time.monotonic() - t0
+            await browser.close()
 
     time.sleep(2.5)  # the last records' final flush
     records = server.records()
@@ -565,12 +589,16 @@ def main() -> int:
     p.add_argument("--server-cpus", default="",
                    help="pin the server to these CPUs (taskset list, e.g. 0) and the browser and the sessions "
                         "to the rest, as if students' browsers ran on their own machines")
+    p.add_argument("--no-browser", action="store_true",
+                   help="no Chromium: protocol sessions and protocol probes only (with --client ws)")
     p.add_argument("--ray-nodes", type=int, default=0,
                    help="train the jobs as Ray actors on a local cluster of this many 1-CPU nodes (0: no Ray)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (runs, server log)")
     args = p.parse_args()
     if not 0 <= args.ray_nodes <= 4:
         p.error("--ray-nodes 0..4")
+    if args.no_browser and args.client != "ws":
+        p.error("--no-browser needs --client ws")
     if not 1 <= args.sessions <= 100 or not 10 <= args.deadline <= 1800:
         p.error("--sessions 1..100 and --deadline 10..1800 keep the test bounded")
     return asyncio.run(main_async(args))
