@@ -323,17 +323,3 @@ def compact(run_dir: Path, kind: str) -> None:
     atomic_write(run_dir / f"{kind}.parquet", sink.getvalue().to_pybytes())
     for p in parts:  # safe to lose: the merged file's "covers" already hides them
         p.unlink(missing_ok=True)
-
-
-def export_zip(run_dir: str | os.PathLike) -> bytes:
-    """The record as zip bytes (see runzip.py)."""
-    from .runzip import export_zip as _export
-
-    return _export(run_dir)
-
-
-def import_zip(file: Any, root: str | os.PathLike | None = None, limits: Any = None) -> RunRecord:
-    """An uploaded zip checked in full, then written as a new record under `root` (see runzip.py)."""
-    from .runzip import import_zip as _import
-
-    return _import(file, root, limits)

@@ -98,6 +98,8 @@ BAD = {
     # with no runs Compare draws no widget of its fields: set one as a widget would
     "compare": ("cmp_step", "-1", lambda at: at.session_state.__setitem__("cmp_kind", "act_grad")),
     "degradation": ("dg_steps", "-5", lambda at: at.number_input(key="dg_batch_size").set_value(64)),
+    # with no runs Inspect draws no widget of its fields either
+    "inspect": ("ins_n", "7", lambda at: at.session_state.__setitem__("ins_src", "draw")),
 }
 
 

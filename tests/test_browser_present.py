@@ -9,7 +9,8 @@ from tests.conftest import screenshot, wait_for_app
 pytestmark = pytest.mark.browser
 
 PAGES = {"overview": "h1", "architecture": ".st-key-arch_diagram .main-svg", "gradient-flow": ".main-svg",
-         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "degradation": ".st-key-dg_start"}
+         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "inspect": "h1",
+         "degradation": ".st-key-dg_start"}
 ZOOM_JS = "() => getComputedStyle(document.querySelector('[data-testid=\"stMainBlockContainer\"]')).zoom"
 
 
@@ -26,6 +27,7 @@ def open_path(tab, path: str, ready: str) -> None:
 
 
 def test_every_page_in_both_modes(page):
+    page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
     for path, ready in PAGES.items():
         open_path(page, path, ready)
         assert page.evaluate(ZOOM_JS) in ("1", "normal")
