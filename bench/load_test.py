@@ -4,6 +4,7 @@
     python bench/load_test.py --client browser       # 20 headless Chromium contexts instead
     python bench/load_test.py --sessions 30 --deadline 240
     python bench/load_test.py --server-cpus 0       # the server on CPU 0, Chromium and sessions on the rest
+    python bench/load_test.py --ray-nodes 2         # jobs as Ray actors on a local 2-node cluster (1 CPU each)
 
 Starts `streamlit run app.py` on a free loopback port (temporary runs folder, data root, home and
 working directory) and opens N sessions at once on `/train?tr_steps=..&tr_batch_size=..`; each
@@ -27,6 +28,12 @@ prints page-load p50/p95/max, jobs submitted / refused by a queue limit (expecte
 limits) / seen queued / finished / ended otherwise / still pending at the deadline / lost,
 errors shown (exception boxes, and error boxes other than queue-limit refusals), the server's
 RSS and threads over time, and the machine's load average.
+
+With `--ray-nodes N` it first starts a Ray cluster of N nodes on this machine (ray.cluster_utils,
+1 CPU and a 100 MB object store each, no dashboard) and points the server at it
+(RESNET_RAY_ADDRESS; RESNET_MAX_RUNNING_JOBS=N and RESNET_RAY_WARM_ACTORS=N unless given), so
+every job trains as a Ray actor; compare `--ray-nodes 2` with `--ray-nodes 1` for the time until
+every job is done. The cluster is shut down at the end.
 
 Bounded: it stops by itself at --deadline seconds, and talks to nothing but 127.0.0.1 (Chromium
 gets a proxy that does not exist, bypassed only for the loopback address).
@@ -378,12 +385,40 @@ def fmt(values: list[float]) -> str:
 
 
 async def main_async(args) -> int:
-    from playwright.async_api import async_playwright
-
     home = Path(tempfile.mkdtemp(prefix="resnet-load-"))
     env = {"RESNET_TORCH_THREADS": str(args.torch_threads)}
     if args.max_running:
         env["RESNET_MAX_RUNNING_JOBS"] = str(args.max_running)
+    cluster = None
+    if args.ray_nodes:
+        cluster, ray_env = ray_cluster(args.ray_nodes)
+        env = {**ray_env, **env}
+    try:
+        return await _main_async(args, home, env)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+
+
+def ray_cluster(nodes: int):
+    """A local Ray cluster of `nodes` nodes of 1 CPU each, and the server's environment for it."""
+    from ray.cluster_utils import Cluster
+
+    t = time.monotonic()
+    node = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args={**node, "include_dashboard": False})
+    for _ in range(nodes - 1):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    print(f"Ray cluster of {nodes} node(s), 1 CPU each, at {cluster.address}: up in {time.monotonic() - t:.1f} s",
+          flush=True)
+    return cluster, {"RESNET_RAY_ADDRESS": cluster.address, "RESNET_MAX_RUNNING_JOBS": str(nodes),
+                     "RESNET_RAY_WARM_ACTORS": str(nodes)}
+
+
+async def _main_async(args, home: Path, env: dict[str, str]) -> int:
+    from playwright.async_api import async_playwright
+
     if args.server_cpus:  # the server on these CPUs, this process (and so Chromium) on the others
         others = set(os.sched_getaffinity(0)) - _cpu_list(args.server_cpus)
         if not others:
@@ -471,6 +506,10 @@ async def main_async(args) -> int:
 
     print()
     print(f"sessions: {len(sessions)} ({args.client}), wall time {elapsed:.0f} s of a {args.deadline:.0f} s deadline")
+    if args.ray_nodes:
+        done = elapsed if pending == 0 else float("nan")
+        print(f"Ray, {args.ray_nodes} node(s) of 1 CPU: every job done {done:.0f} s after the first Start; "
+              f"jobs lost {lost}; errors shown {len(errors)}")
     print(f"page view, the first {len(sessions)} at once ({args.client}):  {fmt(firsts)}")
     print(f"page load while jobs train, Chromium (to a visible Start):  {fmt(browser_probes)}")
     print(f"  the same, a return visit (HTTP cache warm):             {fmt(return_probes)}")
@@ -526,8 +565,12 @@ def main() -> int:
     p.add_argument("--server-cpus", default="",
                    help="pin the server to these CPUs (taskset list, e.g. 0) and the browser and the sessions "
                         "to the rest, as if students' browsers ran on their own machines")
+    p.add_argument("--ray-nodes", type=int, default=0,
+                   help="train the jobs as Ray actors on a local cluster of this many 1-CPU nodes (0: no Ray)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (runs, server log)")
     args = p.parse_args()
+    if not 0 <= args.ray_nodes <= 4:
+        p.error("--ray-nodes 0..4")
     if not 1 <= args.sessions <= 100 or not 10 <= args.deadline <= 1800:
         p.error("--sessions 1..100 and --deadline 10..1800 keep the test bounded")
     return asyncio.run(main_async(args))

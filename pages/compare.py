@@ -23,9 +23,12 @@ FIELDS = [
     state.Field("cmp_step", 0, lo=0, hi=10**9),  # 0: the latest logged step
     state.Field("cmp_a", ""),
     state.Field("cmp_b", ""),
+    state.Field("cmp_axis", "step", options=("step", "fraction")),
+    state.Field("cmp_show_bn", False),
 ]
+AXES = {"step": "each run's own steps", "fraction": "fraction of each run"}
 PER_ROW = 3  # heatmaps and diagrams side by side; more runs wrap to a new row
-DIAGRAM_PER_ROW = 6  # blocks a diagram row holds: a half-page column keeps its labels apart
+DIAGRAM_PER_ROW = 9  # blocks a diagram row holds: the page's width keeps their labels apart
 ss = st.session_state
 
 
@@ -107,8 +110,34 @@ def params_of(cfg) -> int | None:
     return compare.params_of(cfg)
 
 
+def run_length(v) -> int:
+    """The run's planned steps (its own last logged step where the record does not say)."""
+    if v.train is not None:
+        return int(v.train.steps)
+    steps = compare.logged_steps([v])
+    return int(steps[-1]) if len(steps) else 1
+
+
+def run_step(v, step: int | None, longest: int) -> int | None:
+    """The scrubber's step as it falls in run `v`: the same step, or on the fraction axis the same
+    fraction of the run (the scrubber then moves along the longest run)."""
+    if step is None or ss.get("cmp_axis") != "fraction":
+        return step
+    return max(1, round(step / max(1, longest) * run_length(v)))
+
+
+def rows(v, kind: str) -> list[str]:
+    """The heatmap's rows: BatchNorm layers only when asked for (their gradients are of another size)."""
+    order = compare.layer_order(v, kind)
+    if kind == "act_grad" or ss.get("cmp_show_bn"):
+        return order
+    return [n for n in order if ".bn" not in n and n != "bn1" and "downsample.1" not in n]
+
+
 def heatmaps(cat: Catalogue, views, names, kind: str, step: int | None) -> None:
     zrange = shared_zrange(*(v.grads for v in views), kind=kind)
+    longest = max(run_length(v) for v in views)
+    fraction = ss.get("cmp_axis") == "fraction"
     ranges = [r for r in (block_range(cat, v, kind) for v in views) if r is not None]
     diagram_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
     for start in range(0, len(views), PER_ROW):
@@ -116,11 +145,16 @@ def heatmaps(cat: Catalogue, views, names, kind: str, step: int | None) -> None:
         for col, i in zip(cols, range(start, min(start + PER_ROW, len(views))), strict=False):
             v, name = views[i], names[i]
             with col:
-                fig = heatmap_figure(v.grads, kind, compare.layer_order(v, kind), zrange=zrange, cursor_step=step)
+                here = run_step(v, step, longest)
+                fig = heatmap_figure(v.grads, kind, rows(v, kind), zrange=zrange, cursor_step=here,
+                                     run_steps=run_length(v) if fraction else None)
                 fig.update_layout(title={"text": compare.plot_text(name, 60), "font": {"size": 14}, "x": 0.01},
                                   margin={"t": 60, "l": 90})  # room for the layer names beside the axis title
                 st.plotly_chart(fig, key=f"cmp_heat_{i}", config=plot_config(f"heatmap-{i + 1}"), width="stretch")
-                diagram(v, name, kind, step, diagram_range, i)
+    # The diagrams one to a row, the page's whole width: in a third (or half) of a 1000-px window their
+    # block labels, legend and title ran into each other.
+    for i, (v, name) in enumerate(zip(views, names, strict=True)):
+        diagram(v, name, kind, run_step(v, step, longest), diagram_range, i)
 
 
 def diagram(v, name: str, kind: str, step: int | None, zrange, i: int) -> None:
@@ -128,10 +162,14 @@ def diagram(v, name: str, kind: str, step: int | None, zrange, i: int) -> None:
         return
     at = compare.step_at(v.grads, kind, step) if step is not None else None
     values = live.block_values(v.grads, kind, v.blocks, step=at) if at is not None else {}
-    title = f"{compare.plot_text(name, 40)} · step {at:,}" if at is not None else "no gradients logged"
+    # the step first: a long name is cut, the step never
+    title = f"step {at:,} · {compare.plot_text(name, 60)}" if at is not None else "no gradients logged"
     fig = architecture_figure(v.model, describe(v.model), block_values=values, title=title,
                               value_label=SHORT[kind] + " per block", max_per_row=DIAGRAM_PER_ROW)
     compare.share_diagram_scale(fig, zrange)
+    # the legend under the diagram, not beside the title, where a narrow window made them overlap
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "top"},
+                      margin={"b": 40}, height=(fig.layout.height or 230) + 30)
     st.plotly_chart(fig, key=f"cmp_diagram_{i}", config=plot_config(f"diagram-{i + 1}"), width="stretch")
 
 
@@ -166,7 +204,8 @@ def ratio_view(views, names, kind: str, step: int | None) -> None:
     left.selectbox("A", options, key="cmp_a", format_func=lambda n: by_name[n][1])
     right.selectbox("B", options, key="cmp_b", format_func=lambda n: by_name[n][1])
     (a, _), (b, _) = by_name[ss.cmp_a], by_name[ss.cmp_b]
-    layers = compare.common_layers(a, b, kind)
+    shown = set(rows(a, kind))
+    layers = [n for n in compare.common_layers(a, b, kind) if n in shown]
     if not layers:
         st.info("These two runs have no layer in common, so there is nothing to divide.", icon=":material/info:")
         return
@@ -197,7 +236,14 @@ def views_section(cat: Catalogue, names_picked: list[str], refreshing: bool = Fa
                "dotted lines with markers the test set.")
 
     st.subheader("Gradients, one colour scale for all runs")
-    kind = st.radio("Quantity", tuple(KIND_LABELS), key="cmp_kind", format_func=KIND_LABELS.get, horizontal=True)
+    c1, c2 = st.columns([3, 2])
+    kind = c1.radio("Quantity", tuple(KIND_LABELS), key="cmp_kind", format_func=KIND_LABELS.get, horizontal=True)
+    c2.radio("Step axis", tuple(AXES), key="cmp_axis", format_func=AXES.get, horizontal=True,
+             help="Each heatmap on its own steps, or all on the fraction of their run (0 to 100%), so runs of "
+                  "different lengths line up. On the fraction axis the scrubber moves along the longest run.")
+    st.toggle("BatchNorm layers", key="cmp_show_bn", disabled=kind == "act_grad",
+              help="BatchNorm scales have gradients of another size than convolutions; hidden by default so "
+                   "the rows compare like with like (as on the Train page).")
     step = scrubber(views)
     heatmaps(cat, views, names, kind, step)
     st.caption("Heatmaps: layers (input at the bottom) by step, coloured by log10 of the quantity; every heatmap "

@@ -8,12 +8,12 @@ import re
 import pandas as pd
 import streamlit as st
 
-from resnet_core import experiments
+from resnet_core import experiments, speed
 from resnet_core.config import ConfigError
 from resnet_core.experiments import DEPTH_CHOICES, Degradation
 from resnet_core.figures.degradation import degradation_figure
 from resnet_core.limits import LIMITS, LimitError
-from ui import live, state
+from ui import estimates, live, state
 
 PAGE = "degradation"
 FIELDS = [
@@ -139,12 +139,12 @@ jobs = [live.manager().get(i) for i in ids]
 active = any(j is not None and not j.done for j in jobs)
 exp = experiment()
 n = len(exp.depths) * len(exp.families)
-est = experiments.estimate_seconds(exp)
+est = experiments.estimate_seconds(exp, estimates.machine_speed())
 st.caption(f"{n} nets, each {exp.steps:,} steps of {exp.batch_size} digits from mnist-5k "
            f"({exp.steps * exp.batch_size:,} images), SGD with Nesterov momentum, one-cycle "
            f"learning rate peaking at {exp.lr:g}, seed {exp.seed} for all. They queue behind other runs and train "
-           "one after another" + (f"; roughly {live.fmt_eta(est)} on a quiet CPU, longer on a busy one."
-                                  if est >= 1 else "."))
+           "one after another" + (f"; {speed.fmt_duration(est)} in all on this machine "
+                                  f"({estimates.basis()})." if est >= 1 else "."))
 b = st.columns([2, 1, 3])  # room for the button's whole label
 b[0].button("Run the experiment", icon=":material/play_arrow:", key="dg_start", type="primary",
             disabled=active or not ss.dg_pick, on_click=start)

@@ -8,14 +8,12 @@ import re
 import pandas as pd
 import streamlit as st
 
-from resnet_core import data
-from resnet_core.anatomy import describe
+from resnet_core import data, speed
 from resnet_core.config import ConfigError, ModelConfig, make_train_config, net_label
 from resnet_core.device import DEVICES
 from resnet_core.limits import LIMITS, LimitError
-from resnet_core.size import train_seconds_estimate
 from resnet_core.train import DATASET_SHAPES
-from ui import live, runs_view, state, train_view
+from ui import estimates, live, runs_view, state, train_view
 from ui.controls import model_controls, model_fields
 
 PAGE, P = "train", "tr_"
@@ -37,11 +35,6 @@ TRAIN_FIELDS = [
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
 ss = st.session_state
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def flops(cfg: ModelConfig) -> int:
-    return describe(cfg).total_flops
 
 
 def training_controls() -> None:
@@ -138,7 +131,9 @@ if cfg is None:
 st.toggle("Train the plain twin beside it (lockstep)", key="tr_twin",
           help="Trains this net with skip connections and without, side by side: same seed, same starting "
                "weights wherever the layers are the same, the same batches in the same order. Only the "
-               "skips differ, so every difference you see is theirs. Takes about twice as long.")
+               "skips differ, so every difference you see is theirs. Two nets train each step: a twin-20 run "
+               "took 1.9 times as long as a single one on a 2-core CPU (bench/bench_estimates.py twin-factor); "
+               "the estimate below counts both.")
 if ss.tr_twin and not cfg.skip:
     st.caption("The net in the sidebar has its skips off: the twin run trains it beside its residual twin.")
 shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
@@ -156,17 +151,19 @@ b[2].button("Stop", icon=":material/stop:", key="tr_stop", disabled=not active, 
 if ss.get("tr_error"):
     st.error(ss["tr_error"], icon=":material/block:")
 
-est = train_seconds_estimate(flops(cfg), int(ss.tr_batch_size), int(ss.tr_steps), ss.tr_device)
-est *= 2 if ss.tr_twin else 1  # twins: two nets train each step
+try:
+    est = estimates.run_seconds(cfg, train_config(), nets=2 if ss.tr_twin else 1)  # twins: two nets a step
+except (ConfigError, ValueError):
+    est = 0.0
 if est > 300:
-    st.warning(f"On this machine's CPU this run would take about {est / 60:,.0f} minutes. "
+    st.warning(f"On this machine this run would take {speed.fmt_duration(est)} ({estimates.basis()}). "
                f"Try fewer steps (about {max(1, int(ss.tr_steps * 120 / est))} fit in two minutes), "
                "a smaller batch, or a smaller net.", icon=":material/hourglass_top:")
 
 shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
 if not shown:
-    st.info("Press **Start** to train. The default, ResNet-20 on the embedded MNIST digits, "
-            "takes about a minute on a laptop CPU.", icon=":material/play_arrow:")
+    when = (f" On this machine it takes {speed.fmt_duration(est)} ({estimates.basis()})." if est > 0 else "")
+    st.info("Press **Start** to train." + when, icon=":material/play_arrow:")
     train_view.preview(cfg)
 elif train_view.active(shown):
     ss["tr_was_active"] = True

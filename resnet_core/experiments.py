@@ -94,13 +94,16 @@ def submit(manager: Any, exp: Degradation, owner: str = "local") -> list[str]:
     return manager.submit_group([(p.model, p.train, p.label) for p in plan(exp)], owner=owner)
 
 
-def estimate_seconds(exp: Degradation) -> float:
-    """Rough wall time of the whole experiment on a CPU like the reference one (size.py); 0 on a GPU."""
-    from .anatomy import describe
-    from .size import train_seconds_estimate
+def estimate_seconds(exp: Degradation, machine: Any = None) -> float:
+    """Wall time of the whole experiment at `machine`'s measured speed (a speed.Speed; the
+    reference CPU's if None); 0 where a GPU will train it."""
+    from . import speed
+    from .device import available
 
-    return sum(train_seconds_estimate(describe(p.model).total_flops, p.train.batch_size, p.train.steps, exp.device)
-               for p in plan(exp))
+    if exp.device in ("cuda", "mps") or (exp.device == "auto" and available()[0] != "cpu"):
+        return 0.0
+    machine = machine or speed.REFERENCE
+    return sum(speed.estimate_seconds(p.model, p.train, machine) for p in plan(exp))
 
 
 # ---------------------------------------------------------------- results

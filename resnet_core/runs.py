@@ -52,7 +52,8 @@ GRADS_SCHEMA = pa.schema([("step", pa.int64()), ("layer", pa.string()), ("kind",
 SCHEMAS = {"metrics": METRICS_SCHEMA, "grads": GRADS_SCHEMA}
 CONFIG_KEYS = {"format", "version", "label", "model", "train", "device", "versions", "started_at",
                "updated_at", "status", "message", "final", "layers", "blocks", "pid", "host",
-               "twin"}  # twin: the folder name of the record trained in lockstep with this one (twins.py)
+               "twin",  # twin: the folder name of the record trained in lockstep with this one (twins.py)
+               "where"}  # where: {"backend", "host", "node", "pid", "device"} of the process that trained it
 MAX_CONFIG_BYTES = 1 << 20
 COMPACT_EVERY = 64
 PART_RE = re.compile(r"^(metrics|grads)-(\d{5,9})\.parquet$")
@@ -139,7 +140,7 @@ def check_config(meta: Any) -> tuple[ModelConfig, TrainConfig]:
     if meta.get("status") not in STATUSES:
         raise ValueError(f"config.json status {meta.get('status')!r} is not one of {', '.join(STATUSES)}")
     for key, kind in (("label", str), ("message", str), ("started_at", str), ("device", str),
-                      ("final", dict), ("versions", dict), ("layers", list), ("blocks", list)):
+                      ("final", dict), ("versions", dict), ("layers", list), ("blocks", list), ("where", dict)):
         if key in meta and not isinstance(meta[key], kind):
             raise ValueError(f"config.json {key} is not a {kind.__name__}")
     for key in ("layers", "blocks"):
@@ -322,17 +323,3 @@ def compact(run_dir: Path, kind: str) -> None:
     atomic_write(run_dir / f"{kind}.parquet", sink.getvalue().to_pybytes())
     for p in parts:  # safe to lose: the merged file's "covers" already hides them
         p.unlink(missing_ok=True)
-
-
-def export_zip(run_dir: str | os.PathLike) -> bytes:
-    """The record as zip bytes (see runzip.py)."""
-    from .runzip import export_zip as _export
-
-    return _export(run_dir)
-
-
-def import_zip(file: Any, root: str | os.PathLike | None = None, limits: Any = None) -> RunRecord:
-    """An uploaded zip checked in full, then written as a new record under `root` (see runzip.py)."""
-    from .runzip import import_zip as _import
-
-    return _import(file, root, limits)

@@ -281,3 +281,28 @@ def test_a_running_job_is_compared_from_its_live_history(root):
     finally:
         manager.shutdown()
         live.manager.clear()
+
+
+def test_each_heatmap_has_its_own_steps_or_the_fraction_of_its_run_and_bn_rows_are_a_choice(root):
+    short = write_record(root, "short", skip=True, steps=(1, 5, 10))  # 10 steps
+    long = write_record(root, "long", skip=False, steps=(1, 10, 20, 30))  # 30 steps
+    at = open_page(cmp_runs=f"{short.name},{long.name}")
+    figs = charts(at)
+    assert figs["cmp_heat_0"]["layout"]["xaxis"]["range"] == [0.5, 10.5]  # its own steps, not 0-30
+    assert figs["cmp_heat_1"]["layout"]["xaxis"]["range"] == [0.5, 30.5]
+    assert not any(s["x0"] > 10.5 for s in figs["cmp_heat_0"]["layout"].get("shapes", []))  # no cursor past it
+    rows_default = figs["cmp_heat_0"]["data"][0]["y"]
+    assert rows_default and not any(".bn" in r or r == "bn1" for r in rows_default)
+
+    at.radio(key="cmp_axis").set_value("fraction")
+    at.toggle(key="cmp_show_bn").set_value(True)
+    rerun(at)
+    figs = charts(at)
+    for key in ("cmp_heat_0", "cmp_heat_1"):
+        xaxis = figs[key]["layout"]["xaxis"]
+        assert xaxis["range"] == [0, 1] and xaxis["tickformat"] == ".0%"
+        assert array(figs[key]["data"][0]["x"])[-1] == pytest.approx(1.0)  # the last logged step ends the run
+    assert any(".bn" in r or r == "bn1" for r in figs["cmp_heat_0"]["data"][0]["y"])
+    cursor = [s["x0"] for s in figs["cmp_heat_0"]["layout"]["shapes"]]
+    assert cursor and cursor[0] == pytest.approx(1.0)  # the scrubber at the longest run's end: each run's end
+    assert at.query_params["cmp_axis"] == "fraction" and at.query_params["cmp_show_bn"] == "1"

@@ -63,7 +63,7 @@ def test_demo_link_from_its_own_page_sets_widgets_and_url_and_the_next_toggle_ke
     at = AppTest.from_file(str(APP), default_timeout=120)
     browser = Browser(monkeypatch, at)
     vanishing, clean = BY_KEY["vanishing"], BY_KEY["clean-path"]
-    browser.follow("pages/gradient_flow.py", vanishing.query)
+    browser.follow("pages/gradient-flow.py", vanishing.query)
     assert at.session_state["gf_depth"] == 56 and browser.address["gf_activation"] == "relu"
 
     browser.follow(clean.page, clean.query)  # the same page: the frontend keeps its address
@@ -98,6 +98,8 @@ BAD = {
     # with no runs Compare draws no widget of its fields: set one as a widget would
     "compare": ("cmp_step", "-1", lambda at: at.session_state.__setitem__("cmp_kind", "act_grad")),
     "degradation": ("dg_steps", "-5", lambda at: at.number_input(key="dg_batch_size").set_value(64)),
+    # with no runs Inspect draws no widget of its fields either
+    "inspect": ("ins_n", "7", lambda at: at.session_state.__setitem__("ins_src", "draw")),
 }
 
 
@@ -125,3 +127,32 @@ def test_a_check_that_fails_says_what_is_allowed(tmp_path, monkeypatch):
     at = open_page("architecture", root_first=True, arch_preset="custom", arch_layout="blocks", arch_widths="abc")
     (note,) = _notes(at, "arch_widths")
     assert "a valid value" not in note and "whole numbers separated by commas" in note
+
+
+# ---------------------------------------------------------------- presenter mode
+
+
+def test_presenter_mode_stays_in_the_url_across_widgets_and_pages_and_turns_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    browser = Browser(monkeypatch, at)
+    browser.follow("pages/architecture.py", {"present": "1"})  # a link with presenter mode on
+    assert at.session_state["present"] is True and browser.address.get("present") == "1"
+    at.toggle(key="arch_batchnorm").set_value(False)
+    browser.run()
+    assert browser.address.get("present") == "1" and browser.address.get("arch_batchnorm") == "0"
+    browser.follow("pages/gradient-flow.py", {})  # the sidebar's page list: no query string
+    assert at.session_state["present"] is True and browser.address.get("present") == "1"
+    at.toggle(key="present").set_value(False)
+    browser.run()
+    assert at.session_state["present"] is False and "present" not in browser.address
+
+
+def test_presenter_mode_speaks_in_plain_words_and_says_how_long_each_demo_takes(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    at = open_page(None, timeout=120)
+    captions = " ".join(c.value for c in at.caption)
+    assert BY_KEY["vanishing"].caption in captions and "on this machine" in captions
+    at = open_page(None, timeout=120, present="1")
+    captions = " ".join(c.value for c in at.caption)
+    assert all(d.plain in captions for d in DEMOS) and BY_KEY["vanishing"].caption not in captions

@@ -20,16 +20,13 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
-import torchvision.datasets as tvd
 from streamlit.testing.v1 import AppTest
 
 from resnet_core import runs, runzip
 from resnet_core.cli import main
-from resnet_core.jobs import JobManager
+from resnet_core.jobs import JobManager, forkserver
 from resnet_core.limits import from_env
-from resnet_core.model import ResNet
-from tests.trainkit import mnist_tiny, one_thread, tiny_train, wait
+from tests.trainkit import mnist_tiny, one_thread, tiny_train, wait, worker_fault
 from ui import live
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +64,7 @@ def start_long(m: JobManager, steps: int = 300):
 
 
 def test_an_infinite_loss_is_diverged_while_another_job_trains_on(manager, monkeypatch):
-    real = torch.nn.functional.cross_entropy
-
-    def inf_for_11_classes(out, y, *args, **kwargs):
-        loss = real(out, y, *args, **kwargs)
-        return loss + float("inf") if out.shape[-1] == 11 else loss  # that job only; inf, not NaN
-
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", inf_for_11_classes)
+    worker_fault(monkeypatch, "inf", num_classes=11)  # that job only: its loss becomes +inf, not NaN
     other = start_long(manager)
     bad = manager.get(manager.submit(mnist_tiny(num_classes=11), tiny_train(steps=50, batch_size=8), owner="a"))
     wait(lambda: bad.done)
@@ -88,14 +79,7 @@ def test_an_infinite_loss_is_diverged_while_another_job_trains_on(manager, monke
 
 
 def test_out_of_memory_fails_one_job_while_another_trains_on(manager, monkeypatch):
-    forward = ResNet.forward
-
-    def oom_for_11_classes(self, x):
-        if self.cfg.num_classes == 11 and x.device.type != "meta":  # size estimates run on meta
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return forward(self, x)
-
-    monkeypatch.setattr(ResNet, "forward", oom_for_11_classes)
+    worker_fault(monkeypatch, "oom", num_classes=11)  # torch.OutOfMemoryError in that job's forward pass
     other = start_long(manager)
     oom = manager.get(manager.submit(mnist_tiny(num_classes=11), tiny_train(steps=50, batch_size=8), owner="a"))
     wait(lambda: oom.done)
@@ -108,8 +92,9 @@ def test_out_of_memory_fails_one_job_while_another_trains_on(manager, monkeypatc
 
 
 def test_a_failed_download_says_so_and_the_embedded_data_still_trains(manager, monkeypatch, tmp_path):
-    # Port 1 on loopback refuses at once: torchvision's own download code meets a real network error.
-    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:1/"])
+    # torchvision's mirrors at port 1 on loopback, in the worker: its own download code meets a real
+    # network error, refused at once
+    worker_fault(monkeypatch, "refuse-downloads")
     failed = manager.get(manager.submit(mnist_tiny(), tiny_train(dataset="mnist", steps=3, batch_size=8),
                                         owner="a", data_root=str(tmp_path / "data"), download=True))
     wait(lambda: failed.done)
@@ -171,6 +156,7 @@ def test_a_closed_session_leaves_no_thread(tmp_path, monkeypatch):
     monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("RESNET_JOB_IDLE_S", "1.5")
     live.manager.clear()
+    forkserver.shared().wait_ready()  # as at a server's start-up: a cold one would keep the long run queued
     try:
         baseline = threading.active_count()
         ids = []
@@ -186,7 +172,7 @@ def test_a_closed_session_leaves_no_thread(tmp_path, monkeypatch):
             del at  # the tab is closed: nobody polls the job any more
         short, long = (live.manager().get(i) for i in ids)
         wait(lambda: short.done and long.done, timeout=90)
-        assert short.state == "finished"
+        assert short.state == "finished", short.message
         assert long.state == "stopped" and "nobody looked at it for 1.5 s" in long.message
         for job in (short, long):
             job.thread.join(5)

@@ -7,14 +7,12 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from resnet_core import runs
 from resnet_core.jobs import JobManager
 from resnet_core.limits import LimitError, from_env
-from resnet_core.model import ResNet
 from tests import trainkit
-from tests.trainkit import mnist_tiny, one_thread, tiny_train
+from tests.trainkit import mnist_tiny, one_thread, tiny_train, worker_fault
 
 LONG = 20_000  # steps: a job that runs until the test stops it
 
@@ -93,14 +91,7 @@ def test_divergence_is_reported_and_the_next_job_still_finishes(manager):
 
 
 def test_out_of_memory_fails_one_job_and_the_next_runs(manager, monkeypatch):
-    forward = ResNet.forward
-
-    def maybe_oom(self, x):
-        if self.cfg.num_classes == 11 and x.device.type != "meta":  # that job only; size estimates run on meta
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return forward(self, x)
-
-    monkeypatch.setattr(ResNet, "forward", maybe_oom)
+    worker_fault(monkeypatch, "oom", num_classes=11)  # torch.OutOfMemoryError in that job's forward pass
     oom = manager.get(manager.submit(mnist_tiny(num_classes=11), tiny_train(steps=5, batch_size=16), owner="a"))
     good = manager.get(submit(manager, steps=5))
     wait(lambda: good.done)

@@ -12,7 +12,7 @@ from resnet_core import runs, twins
 from resnet_core.jobs import JobManager
 from resnet_core.limits import LimitError, from_env
 from resnet_core.twins import train_twins
-from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train, wait
+from tests.trainkit import mnist_tiny, one_thread, synthetic, tiny_model, tiny_train, wait, worker_fault
 
 LONG = 20_000  # steps: a run that goes on until the test stops it
 
@@ -167,7 +167,7 @@ def test_pause_resume_stop_of_either_twin_act_on_both(manager):
 
 
 def test_a_diverging_twin_job_is_marked_and_the_manager_goes_on(manager, monkeypatch):
-    poison(monkeypatch, after=3)
+    worker_fault(monkeypatch, "nan", step=3, skip=False)  # the plain twin's output, in the worker, as poison()
     res_id, plain_id = manager.submit_twins(mnist_tiny(), tiny_train(steps=6, batch_size=16))
     res, plain = manager.get(res_id), manager.get(plain_id)
     wait(lambda: res.done and plain.done)

@@ -65,3 +65,15 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def worker_fault(monkeypatch, kind: str, step: int = 1, **match) -> None:
+    """Jobs started from now on (in this test) meet `kind` in their worker process, from the
+    `step`-th training forward pass of a net whose config has `match`'s fields: see
+    resnet_core/jobs/faults.py. The way a test reaches into a worker, which shares no memory
+    with it (a monkeypatch here would not)."""
+    import json
+
+    from resnet_core.jobs import faults
+
+    monkeypatch.setenv(faults.ENV, json.dumps({"kind": kind, "step": step, "match": match}))

@@ -13,7 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from resnet_core.config import preset
+from resnet_core import speed
+from resnet_core.config import cifar_config, make_train_config, preset
+from resnet_core.train import model_for_dataset
+from ui import estimates, present
 from ui.controls import field_values
 from ui.state import Field
 
@@ -25,6 +28,11 @@ class Demo:
     caption: str  # what to notice; true of what the app measures
     page: str  # page file
     query: dict[str, str]  # every widget of the page
+    plain: str = ""  # the caption in plain words, for presenter mode (the caption itself where empty)
+
+    def said(self) -> str:
+        """What the demo's link says it shows: the plain words in presenter mode."""
+        return (self.plain or self.caption) if present.on() else self.caption
 
 
 def _fmt(values: dict[str, Any]) -> dict[str, str]:
@@ -61,39 +69,54 @@ DEMOS: tuple[Demo, ...] = (
     Demo("vanishing", "Vanishing gradients in ten seconds",
          "56 layers, ReLU, no BatchNorm: the plain net's first block gets less than 10⁻¹⁵ of the gradient "
          "its last block gets; with skip connections it keeps about half.",
-         "pages/gradient_flow.py", _gradflow()),
+         "pages/gradient-flow.py", _gradflow(),
+         "Without skip connections almost none of the learning signal gets back to the first layers of a deep "
+         "net; with them, about half of it does."),
     Demo("clean-path", "Why the skip path must stay clean",
          "Sigmoid, no BatchNorm, 20 layers, post-activation blocks: even with skips the first block gets "
          "only a few millionths of the last block's gradient, because a sigmoid squashes the sum after "
          "every addition.",
-         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid")),
+         "pages/gradient-flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid"),
+         "Skip connections help only if nothing squashes the signal on its way back. Here a sigmoid after "
+         "every addition does, and the first block gets almost nothing."),
     Demo("clean-path-pre", "… and with the skip path kept clean",
          "The same net with pre-activation blocks (He et al. 2016b): nothing follows the addition, and the "
          "residual net's first block gets about half of the last block's gradient again.",
-         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid", gf_style="pre")),
+         "pages/gradient-flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid", gf_style="pre"),
+         "Move the sigmoid inside each block and the skip path is clean again: the first block gets about half"
+         " of the signal."),
     Demo("batchnorm", "BatchNorm changes the story",
          "56 layers with BatchNorm: the plain net's gradient now grows towards the input (its first block "
          "gets over a thousand times the last block's) instead of vanishing; the residual net stays within "
          "a few tens. Plain nets still train worse as they get deeper: see the Degradation page.",
-         "pages/gradient_flow.py", _gradflow(gf_bn=True)),
+         "pages/gradient-flow.py", _gradflow(gf_bn=True),
+         "With BatchNorm the plain net's signal grows towards the input instead of fading, yet deeper plain "
+         "nets still learn worse. Skip connections keep it steady."),
     Demo("bottleneck", "Basic vs bottleneck",
          "ResNet-50 uses bottleneck blocks, 1x1-3x3-1x1: three convs a block, 1 + 48 + 1 = 50 layers and "
          "25.6 M parameters. ResNet-34's basic blocks have two 3x3 convs: 1 + 32 + 1 = 34 layers, 21.8 M.",
-         "pages/architecture.py", _architecture("resnet50")),
+         "pages/architecture.py", _architecture("resnet50"),
+         "ResNet-50's blocks have three layers each instead of two: 50 layers and 25.6 million weights, "
+         "against ResNet-34's 34 layers and 21.8 million."),
     Demo("twin56", "Plain vs residual at 56 layers",
          "Trains ResNet-56 and its plain twin in lockstep, from the same initial weights on the same "
          "batches, and shows their curves, their gradient heatmaps and the log-ratio of the two side by side.",
-         "pages/train.py", _train("resnet56", tr_twin=True)),
+         "pages/train.py", _train("resnet56", tr_twin=True),
+         "Two 56-layer nets learn side by side, the same in every way except the skip connections: watch which"
+         " one learns."),
     Demo("delete-block", "Delete a block",
          "Opens the newest trained run with its plain twin (train a twin run first). Run the lesion study: every "
          "block of the residual net can be deleted, because its shortcut stays; in the plain twin the blocks that "
          "change shape have no shortcut and cannot be deleted at all. Compare the accuracies with Veit et al.'s.",
-         "pages/why.py", _why()),
+         "pages/why.py", _why(),
+         "Take one block out of a trained net and see how much it still gets right; a residual net keeps a way "
+         "around every block, a plain net does not."),
     Demo("landscape", "Smooth or chaotic: the loss landscape",
          "The training loss around a trained run's weights along two random filter-normalised directions, residual "
          "net and plain twin on one colour scale; the ✕ at the centre of each map is the trained net itself, and "
          "its loss there is the run's loss on the same 512 training images.",
-         "pages/why.py", _why()),
+         "pages/why.py", _why(),
+         "A map of how the error changes around the trained net, for the residual net and its plain twin."),
 )
 
 
@@ -104,12 +127,37 @@ _WRAP_LABELS = """<style>
 </style>"""
 
 
+def seconds(demo: Demo) -> float:
+    """How long the demo takes on this machine, at its measured speed (ui.estimates): a Gradient flow
+    demo is one forward and backward pass of each net on a batch of 32, a Train demo its whole run;
+    an Architecture demo computes nothing worth timing (0)."""
+    q = demo.query
+    if demo.page == "pages/gradient-flow.py":
+        cfg = cifar_config(int(q["gf_depth"]), in_channels=1, image_size=28, batchnorm=q["gf_bn"] == "1",
+                           activation=q["gf_activation"], style=q["gf_style"])
+        return estimates.machine_speed().seconds(2 * 3.0 * speed.forward_flops(cfg) * 32)
+    if demo.page == "pages/train.py":
+        model = model_for_dataset(preset(q["tr_preset"]), q["tr_dataset"])
+        steps = int(q["tr_steps"])
+        tcfg = make_train_config(dataset=q["tr_dataset"], steps=steps, batch_size=int(q["tr_batch_size"]),
+                                 lr=float(q["tr_lr"]), device=q["tr_device"], eval_every=max(10, steps // 10))
+        return estimates.run_seconds(model, tcfg, nets=2 if q["tr_twin"] == "1" else 1)
+    return 0.0
+
+
+def duration(demo: Demo) -> str:
+    s = seconds(demo)
+    if s < 1:
+        return "Instant on this machine."
+    return f"Takes {speed.fmt_duration(s)} on this machine ({estimates.basis()})."
+
+
 def demo_links(container: Any = None, captions: bool = True) -> None:
     """A link per demo, each followed by what to notice."""
     target = container if container is not None else st
     st.html(_WRAP_LABELS)
     for demo in DEMOS:
         target.page_link(demo.page, label=demo.title, icon=":material/play_circle:", query_params=demo.query,
-                         help=None if captions else demo.caption)
+                         help=None if captions else f"{demo.said()} {duration(demo)}")
         if captions:
-            target.caption(demo.caption)
+            target.caption(f"{demo.said()} *{duration(demo)}*")

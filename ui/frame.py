@@ -32,16 +32,18 @@ def _device_label() -> str:
 
 def sidebar() -> None:
     """The rest of the sidebar: the app's name, the device it trains on, the papers, the classroom demos.
-    Also starts the training warm-up, in the background, once per server."""
-    from resnet_core.train import warm_up  # torch: imported once the links are drawn
+    Also starts the job manager, once per server, and with it the warm-up of its worker processes."""
+    from ui import live, present  # torch: imported once the links are drawn
     from ui.classroom import demo_links
 
-    warm_up()  # in the background, once per server: the first Start then answers in about a second
+    live.warm()  # in the background, once per server: the first Start then answers in about a second
     with st.sidebar:
         st.markdown("### :material/stacks: ResNet Explainer")
         st.caption("Build residual networks, break them, watch them train.")
+    present.frame()  # presenter mode (?present=1): larger, a trimmed sidebar, plain captions
+    with present.extras():  # what presenter mode hides
         st.markdown(f":material/memory: **Device:** `{_device_label()}`")
         st.caption("Papers: [He et al. 2015](https://arxiv.org/abs/1512.03385) · "
                    "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)")
-        with st.expander("Classroom demos", icon=":material/school:"):
-            demo_links(captions=False)
+    with st.sidebar.expander("Classroom demos", icon=":material/school:", expanded=present.on()):
+        demo_links(captions=False)

@@ -26,6 +26,15 @@ def manager() -> JobManager:
     return JobManager(root=runs.default_root(), data_root=data.data_root(), idle_s=_idle_s())
 
 
+def warm() -> None:
+    """At server start-up (app.py): the job manager, which starts warming its worker processes'
+    forkserver; with the thread backend, PyTorch and the dataset in this process instead."""
+    if manager().backend.name == "thread":
+        from resnet_core.train import warm_up
+
+        warm_up()
+
+
 def _idle_s() -> float:
     """Seconds a job may go unwatched before the idle rule stops it: RESNET_JOB_IDLE_S, else 600."""
     try:

@@ -17,6 +17,8 @@ from typing import Any
 
 import streamlit as st
 
+from ui import present
+
 _SHADOW = "_kept_"
 _SEEN = "_url_written_by_"
 _PAGE = "_url_page"
@@ -188,7 +190,8 @@ def publish(fields: Sequence[Field]) -> None:
             ss[_SHADOW + f.key] = ss[f.key]
             query[f.key] = f.format(ss[f.key])
     page = ss.get(_PAGE, "")
-    ss[_SEEN + page] = query
+    ss[_SEEN + page] = dict(query)
+    query.update(present.query())  # presenter mode stays on from page to page, and in a copied link
     kept = ss.get(_NOTES)
     if ss.pop(_FRESH, False) and kept is not None and kept[0] == page:
         # the widgets may have filled in values after restore (a preset's fields): later runs compare with those

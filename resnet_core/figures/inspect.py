@@ -27,9 +27,10 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], title: str =
         customdata=confusion, colorbar={"title": {"text": "share of<br>the row"}, "thickness": 12},
         hovertemplate="true %{y}, predicted %{x}: %{customdata} images (%{z:.0%} of the row)<extra></extra>"))
     fig.update_layout(title={"text": title, "x": 0}, height=140 + 32 * k, margin={"l": 110, "r": 20, "t": 60, "b": 90},
-                      xaxis={"title": {"text": "predicted"}, "side": "bottom", "tickangle": -30 if k > 10 or
-                             max(map(len, names)) > 3 else 0},
-                      yaxis={"title": {"text": "true"}, "autorange": "reversed"}, plot_bgcolor="white")
+                      xaxis={"title": {"text": "predicted"}, "side": "bottom", "type": "category", "tickangle":
+                             -30 if k > 10 or max(map(len, names)) > 3 else 0},
+                      yaxis={"title": {"text": "true"}, "autorange": "reversed", "type": "category"},
+                      plot_bgcolor="white")
     return fig
 
 
@@ -41,6 +42,7 @@ def per_class_figure(rows: Sequence[dict], title: str = "Accuracy per class") ->
                            customdata=[[r["correct"], r["count"]] for r in rows],
                            hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} right<extra></extra>"))
     fig.update_layout(title={"text": title, "x": 0}, height=300, margin={"l": 60, "r": 20, "t": 60, "b": 60},
+                      xaxis={"type": "category"},
                       yaxis={"range": [0, 1.12], "tickformat": ".0%", "title": {"text": "right"}},
                       plot_bgcolor="white")
     return fig
@@ -55,7 +57,8 @@ def probabilities_figure(probs: torch.Tensor, classes: Sequence[str], title: str
                            hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     fig.update_layout(title={"text": title, "x": 0}, height=90 + 24 * len(p), margin={"l": 90, "r": 50, "t": 50,
                                                                                       "b": 30},
-                      xaxis={"range": [0, 1.15], "tickformat": ".0%"}, yaxis={"autorange": "reversed"},
+                      xaxis={"range": [0, 1.15], "tickformat": ".0%"},
+                      yaxis={"autorange": "reversed", "type": "category"},
                       plot_bgcolor="white")
     return fig
 

@@ -63,7 +63,10 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
         yaxis={"type": "log", "title": {"text": "loss (log scale)"}, **log_ticks(metrics["loss"])},
         yaxis2={"anchor": "x2", "title": {"text": "accuracy"}, "tickformat": ".0%" if percent else None,
                 "range": [0, 1.02] if percent else [0, 102]},
-        legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        # above the plots: plotly widens the top margin for as many rows as the legend needs, while under
+        # them a legend that wrapped (a narrow window, long run names) covered the axis titles
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
+        margin={"l": 60, "r": 20, "t": 30, "b": 40},
         height=360, uirevision="curves", template="plotly_white")
     return fig
 
@@ -158,17 +161,19 @@ def bin_steps(logv: np.ndarray, zero: np.ndarray, steps: np.ndarray,
 
 
 def heatmap_figure(grads: pd.DataFrame, kind: str, layer_order: Sequence[str], max_columns: int = 300,
-                   zrange: tuple[float, float] | None = None, cursor_step: int | None = None) -> go.Figure:
+                   zrange: tuple[float, float] | None = None, cursor_step: int | None = None,
+                   run_steps: int | None = None) -> go.Figure:
     """Layers (input at the bottom) by steps, coloured by log10 of `kind`; exact zeros in grey.
 
     `zrange` is (low, high) in real units, e.g. (1e-8, 1e-1): give several heatmaps the same one to
-    compare them by colour.
+    compare them by colour. `run_steps`, the run's length, puts the x axis in fractions of the run
+    (0 to 100%), so runs of different lengths line up; else the axis is the run's own steps.
     """
     grid, steps = layer_grid(grads, kind, layer_order)
     with np.errstate(divide="ignore", invalid="ignore"):
         logv = np.where(grid > 0, np.log10(grid), np.nan)
     return _heatmap(logv, grid == 0, steps, list(layer_order), max_columns, zrange, cursor_step,
-                    KIND_LABELS[kind], HEATMAP_SCALE, "exactly 0", ratio=False)
+                    KIND_LABELS[kind], HEATMAP_SCALE, "exactly 0", ratio=False, run_steps=run_steps)
 
 
 def log_ratio_heatmap(a: pd.DataFrame, b: pd.DataFrame, kind: str, layer_order: Sequence[str],
@@ -198,20 +203,32 @@ def shared_zrange(*frames: pd.DataFrame, kind: str) -> tuple[float, float] | Non
     return (float(pos.min()), float(pos.max())) if len(pos) else None
 
 
-def _heatmap(logv, zero, steps, names, max_columns, zrange, cursor_step, label, scale, zero_text, ratio):
+def _heatmap(logv, zero, steps, names, max_columns, zrange, cursor_step, label, scale, zero_text, ratio,
+             run_steps=None):
     fig = go.Figure()
     has = np.isfinite(logv).any(1) | zero.any(1)  # layers with no record of this kind are left out
     logv, zero, names = logv[has], zero[has], [n for n, h in zip(names, has, strict=True) if h]
     if not names or len(steps) == 0:
         return _empty(fig, "no gradient records yet")
     z, zb, x, k = bin_steps(logv, zero, steps, max_columns)
+    # The axis spans this run's steps and no more: a cursor past its end (a longer run's step) is left
+    # out rather than stretching the axis, which made a 100-step run a sliver of a 300-step one.
+    x_range = [float(x[0]) - 0.5, float(x[-1]) + 0.5] if len(x) else None
+    if cursor_step is not None and x_range and not x_range[0] <= cursor_step <= x_range[1]:
+        cursor_step = None
+    step_hover = "step %{x}"
+    if run_steps:  # by fraction of the run
+        x = np.asarray(x, dtype=float) / run_steps
+        x_range = [0.0, 1.0]
+        cursor_step = None if cursor_step is None else cursor_step / run_steps
+        step_hover = "%{x:.0%} of the run"
     z = z.astype(np.float32)  # half the bytes sent to the browser each refresh; colours need no more
     lo, hi = _zlimits(z, zrange, ratio)
     over = f"<br>(geometric mean of {k} steps ending here)" if k > 1 else ""
     fig.add_trace(go.Heatmap(
         z=z, x=x, y=names, zmin=lo, zmax=hi, colorscale=scale, hoverongaps=False,
         customdata=np.power(np.float32(10), z)[..., None],  # (L, B, 1): plotly >= 6 wants heatmap customdata 3-D
-        hovertemplate=f"%{{y}}<br>step %{{x}}<br>{label} %{{customdata[0]:.3~e}}{over}<extra></extra>",
+        hovertemplate=f"%{{y}}<br>{step_hover}<br>{label} %{{customdata[0]:.3~e}}{over}<extra></extra>",
         colorbar={"title": {"text": label}, **_decade_ticks(lo, hi)}))
     if zb.any():
         # All rows, not just those with zeros: plotly.js 3 fails ("reading 'length'") on a second
@@ -219,7 +236,7 @@ def _heatmap(logv, zero, steps, names, max_columns, zrange, cursor_step, label, 
         fig.add_trace(go.Heatmap(
             z=np.where(zb, np.float32(1), np.float32(np.nan)), x=x, y=names,
             colorscale=[[0, ZERO_COLOUR], [1, ZERO_COLOUR]], showscale=False, hoverongaps=False,
-            hovertemplate=f"%{{y}}<br>step %{{x}}<br>{zero_text}<extra></extra>"))
+            hovertemplate=f"%{{y}}<br>{step_hover}<br>{zero_text}<extra></extra>"))
         fig.add_annotation(text=f"grey: {zero_text}", xref="paper", yref="paper", x=0, y=1.01,
                            xanchor="left", yanchor="bottom", showarrow=False, font={"size": 11})
     shapes = []
@@ -227,8 +244,11 @@ def _heatmap(logv, zero, steps, names, max_columns, zrange, cursor_step, label, 
         for colour, width in (("black", 4), ("white", 1.5)):
             shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": cursor_step,
                            "x1": cursor_step, "y0": 0, "y1": 1, "line": {"color": colour, "width": width}})
+    xaxis = {"title": {"text": "fraction of the run" if run_steps else "step"}, "range": x_range}
+    if run_steps:
+        xaxis["tickformat"] = ".0%"
     fig.update_layout(
-        xaxis={"title": {"text": "step"}},
+        xaxis=xaxis,
         yaxis={"title": {"text": "layer (input at the bottom)"}, "type": "category",
                "tickvals": _layer_ticks(names), "ticktext": _layer_ticks(names), "automargin": True},
         shapes=shapes, height=min(900, 240 + 8 * len(names)), margin={"l": 20, "r": 20, "t": 30, "b": 40},

@@ -1,8 +1,10 @@
 """One background training run as pages see it: its state, its history in memory, its controls.
 
-The JobManager (jobs.py) creates jobs, queues them and runs each in a thread; a Job is also the
-train() callback that feeds its in-memory history and honours pause/resume/stop. A twin run is
-two Jobs that point at each other (`partner`): every control acts on both.
+The JobManager (manager.py) creates jobs, queues them and has a backend train each; the relay
+thread of a job feeds the messages its worker streams to the job's callbacks below (on_start,
+on_log, ...: the same as train()'s) and to its RunWriter. pause/resume/stop set flags here that
+the relay sends to the worker. A twin run is two Jobs that point at each other (`partner`):
+every control acts on both.
 """
 
 from __future__ import annotations
@@ -11,27 +13,37 @@ import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from .config import ModelConfig, TrainConfig
-from .recorder import RunWriter
-from .runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, grads_layout, load_run
-from .train import TrainResult
+from ..config import ModelConfig, TrainConfig
+from ..loop import TrainResult
+from ..recorder import RunWriter
+from ..runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, grads_layout, load_run
 
 if TYPE_CHECKING:
-    from .jobs import JobManager
+    from .protocol import Worker
 
 STATES = ("queued", "running", "paused", "finished", "stopped", "failed", "diverged", "interrupted")
 ACTIVE = ("queued", "running", "paused")
 
 
+class Queue(Protocol):
+    """What a job asks of the manager that holds it (manager.py implements it; this module needs no more)."""
+
+    idle_s: float
+
+    def queue_place(self, job: Job) -> int | None: ...
+
+    def _dequeue(self, job: Job) -> None: ...
+
+
 class Job:
     """One training run; also the train() callback that feeds its in-memory history and flags."""
 
-    def __init__(self, manager: JobManager, owner: str, label: str, model_cfg: ModelConfig,
+    def __init__(self, manager: Queue, owner: str, label: str, model_cfg: ModelConfig,
                  train_cfg: TrainConfig, options: dict[str, Any]):
         self.id = secrets.token_hex(8)  # unguessable: knowing the id is what lets another tab attach
         self.manager, self.owner, self.label = manager, owner, label
@@ -43,7 +55,9 @@ class Job:
         self.layers: list[str] = []
         self.blocks: list[str] = []
         self.submitted_at, self.last_poll = time.time(), time.monotonic()
-        self.thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None  # the relay thread, in the server (manager.py)
+        self.worker: Worker | None = None  # the backend's handle on where it trains
+        self.seconds = 0.0  # training time at the latest row
         self.writer: RunWriter | None = None
         self._rows: list[dict[str, Any]] = []
         self._grads: list[tuple[int, np.ndarray]] = []  # (step, values in kinds-then-layers order)
@@ -55,7 +69,8 @@ class Job:
         self._released = False  # history dropped from memory, read from the record
         self.group = ""  # id shared by the jobs of one submit_group request
         self.partner: Job | None = None  # the twin trained in lockstep with this job, if any
-        self.lead = True  # False for the plain twin: its partner's thread trains it and it never queues
+        self.lead = True  # False for the plain twin: its partner's worker trains it and it never queues
+        self.where: dict[str, Any] = {}  # backend, host, node, pid, device: where it trains, once it does
 
     @property
     def twin(self) -> str:
@@ -143,14 +158,14 @@ class Job:
         for job in self._pair():
             job._stop_reason = reason
             job._stop.set()
-            job._running.set()  # wake a paused loop so it sees the stop at once
+            job._running.set()
         self.manager._dequeue(self)
 
     @property
     def done(self) -> bool:
         return self.state not in ACTIVE
 
-    # ------------------------------------------------------------ train() callbacks
+    # ------------------------------------------------------------ what its worker streams (the relay calls these)
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.layers, self.blocks, self.device = list(info["layers"]), list(info["blocks"]), str(info["device"])
@@ -160,7 +175,7 @@ class Job:
     def on_log(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._rows.append(row)
-        self.step, self.train_loss = row["step"], row["loss"]
+        self.step, self.train_loss, self.seconds = row["step"], row["loss"], row["seconds"]
         rate = row["samples_per_s"]  # of one log interval: smoothed so the ETA does not jump about
         self.samples_per_s = rate if not math.isfinite(self.samples_per_s) else 0.9 * self.samples_per_s + 0.1 * rate
 
@@ -174,15 +189,6 @@ class Job:
         with self._lock:
             self._grads.append((step, flat))
 
-    def should_stop(self) -> bool:
-        while not self._stop.is_set() and not self._idle():
-            if self._running.is_set():
-                return False
-            self._running.wait(0.25)  # paused: wake often enough to honour a stop or the idle rule
-            if self.writer is not None:
-                self.writer.heartbeat()
-        return True
-
     def on_end(self, result: TrainResult) -> None:
         self.step = result.step
         if math.isfinite(result.samples_per_s):
@@ -192,8 +198,12 @@ class Job:
 
     @property
     def stop_reason(self) -> str:
-        """Why it was asked to stop (the loop adds it to the run's message, and so to its record)."""
+        """Why it was asked to stop (the worker's loop adds it to the run's message, and so to its record)."""
         return self._stop_reason
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
 
     def _idle(self) -> bool:
         if time.monotonic() - self.last_poll <= self.manager.idle_s:
