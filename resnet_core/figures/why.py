@@ -79,7 +79,9 @@ def lesion_words(results: Mapping[str, Lesion], chance: float = 0.1) -> list[str
         ok = [a for a in plain.single if a is not None]
         blocked = [n for n, r in zip(plain.names, plain.removable, strict=True) if not r]
         text = f"**Plain twin:** {plain.baseline_accuracy:.1%} with nothing deleted"
-        if ok:
+        if len(ok) == 1:
+            text += f"; deleting its one deletable block leaves {ok[0]:.1%}"
+        elif ok:
             text += f"; deleting one block leaves {min(ok):.1%} to {max(ok):.1%}"
         if blocked:
             text += (f". {len(blocked)} of its blocks ({', '.join(blocked)}) change the shape of what passes through "
