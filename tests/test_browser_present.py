@@ -9,7 +9,7 @@ from tests.conftest import screenshot, wait_for_app
 pytestmark = pytest.mark.browser
 
 PAGES = {"overview": "h1", "architecture": ".st-key-arch_diagram .main-svg", "gradient-flow": ".main-svg",
-         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "inspect": "h1",
+         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "inspect": "h1", "why": "h1",
          "degradation": ".st-key-dg_start"}
 ZOOM_JS = "() => getComputedStyle(document.querySelector('[data-testid=\"stMainBlockContainer\"]')).zoom"
 
