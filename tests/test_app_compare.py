@@ -159,7 +159,7 @@ def test_kind_switch_and_scrubber_move_cursor_and_recolour(two):
     for i in (0, 1):
         old, new = block_colours(before[f"cmp_diagram_{i}"]), block_colours(after[f"cmp_diagram_{i}"])
         assert new != old and all(n < o for n, o in zip(new, old, strict=True))  # smaller gradients at step 1
-        assert after[f"cmp_diagram_{i}"]["layout"]["title"]["text"].endswith("step 1")
+        assert after[f"cmp_diagram_{i}"]["layout"]["title"]["text"].startswith("step 1 · ")  # the step first
     plain = after["cmp_diagram_1"]
     assert block_colours(plain) == sorted(block_colours(plain))  # a decade per layer: deeper blocks brighter
     marker = [next(t for t in after[f"cmp_diagram_{i}"]["data"] if t.get("name") == "blocks")["marker"]
@@ -169,7 +169,7 @@ def test_kind_switch_and_scrubber_move_cursor_and_recolour(two):
 
     at.slider(key="cmp_step").set_value(12)  # between plain's logged steps 10 and 15
     rerun(at)
-    assert charts(at)["cmp_diagram_1"]["layout"]["title"]["text"].endswith("step 10")
+    assert charts(at)["cmp_diagram_1"]["layout"]["title"]["text"].startswith("step 10 · ")
 
 
 def test_runs_with_the_same_label_and_time_stay_apart(two, root):
