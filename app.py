@@ -9,10 +9,11 @@ st.set_page_config(page_title="ResNet Explainer", page_icon=":material/stacks:",
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/school:", url_path="overview", default=True),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
-    st.Page("pages/gradient_flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
+    st.Page("pages/gradient-flow.py", title="Gradient flow", icon=":material/trending_down:", url_path="gradient-flow"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("pages/inspect.py", title="Inspect", icon=":material/search_insights:", url_path="inspect"),
+    st.Page("pages/why.py", title="Why it works", icon=":material/psychology:", url_path="why"),
     st.Page("pages/degradation.py", title="Degradation", icon=":material/stacked_line_chart:", url_path="degradation"),
 ]
 

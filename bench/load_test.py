@@ -4,6 +4,7 @@
     python bench/load_test.py --client browser       # 20 headless Chromium contexts instead
     python bench/load_test.py --sessions 30 --deadline 240
     python bench/load_test.py --server-cpus 0       # the server on CPU 0, Chromium and sessions on the rest
+    python bench/load_test.py --ray-nodes 2         # jobs as Ray actors on a local 2-node cluster (1 CPU each)
 
 Starts `streamlit run app.py` on a free loopback port (temporary runs folder, data root, home and
 working directory) and opens N sessions at once on `/train?tr_steps=..&tr_batch_size=..`; each
@@ -27,6 +28,12 @@ prints page-load p50/p95/max, jobs submitted / refused by a queue limit (expecte
 limits) / seen queued / finished / ended otherwise / still pending at the deadline / lost,
 errors shown (exception boxes, and error boxes other than queue-limit refusals), the server's
 RSS and threads over time, and the machine's load average.
+
+With `--ray-nodes N` it first starts a Ray cluster of N nodes on this machine (ray.cluster_utils,
+1 CPU and a 100 MB object store each, no dashboard) and points the server at it
+(RESNET_RAY_ADDRESS; RESNET_MAX_RUNNING_JOBS=N and RESNET_RAY_WARM_ACTORS=N unless given), so
+every job trains as a Ray actor; compare `--ray-nodes 2` with `--ray-nodes 1` for the time until
+every job is done. The cluster is shut down at the end.
 
 Bounded: it stops by itself at --deadline seconds, and talks to nothing but 127.0.0.1 (Chromium
 gets a proxy that does not exist, bypassed only for the loopback address).
@@ -378,12 +385,38 @@ def fmt(values: list[float]) -> str:
 
 
 async def main_async(args) -> int:
-    from playwright.async_api import async_playwright
-
     home = Path(tempfile.mkdtemp(prefix="resnet-load-"))
     env = {"RESNET_TORCH_THREADS": str(args.torch_threads)}
     if args.max_running:
         env["RESNET_MAX_RUNNING_JOBS"] = str(args.max_running)
+    cluster = None
+    if args.ray_nodes:
+        cluster, ray_env = ray_cluster(args.ray_nodes)
+        env = {**ray_env, **env}
+    try:
+        return await _main_async(args, home, env)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+
+
+def ray_cluster(nodes: int):
+    """A local Ray cluster of `nodes` nodes of 1 CPU each, and the server's environment for it."""
+    from ray.cluster_utils import Cluster
+
+    t = time.monotonic()
+    node = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args={**node, "include_dashboard": False})
+    for _ in range(nodes - 1):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    print(f"Ray cluster of {nodes} node(s), 1 CPU each, at {cluster.address}: up in {time.monotonic() - t:.1f} s",
+          flush=True)
+    return cluster, {"RESNET_RAY_ADDRESS": cluster.address, "RESNET_MAX_RUNNING_JOBS": str(nodes),
+                     "RESNET_RAY_WARM_ACTORS": str(nodes)}
+
+
+async def _main_async(args, home: Path, env: dict[str, str]) -> int:
     if args.server_cpus:  # the server on these CPUs, this process (and so Chromium) on the others
         others = set(os.sched_getaffinity(0)) - _cpu_list(args.server_cpus)
         if not others:
@@ -391,6 +424,14 @@ async def main_async(args) -> int:
         os.sched_setaffinity(0, others)
     server = Server(home, env, args.server_cpus)
     url = server.start()
+    try:
+        return await _measure(args, home, server, url)
+    except BaseException:
+        server.stop()  # a failed run leaves no server behind (nor, with --ray-nodes, actors: they are its)
+        raise
+
+
+async def _measure(args, home: Path, server: Server, url: str) -> int:
     query = f"tr_steps={args.steps}&tr_batch_size={args.batch_size}" + (f"&{args.extra}" if args.extra else "")
     load_before = os.getloadavg()
     print(f"server {url} (pid {server.proc.pid}); {args.sessions} {args.client} sessions on /train?{query}; "
@@ -401,52 +442,70 @@ async def main_async(args) -> int:
     return_probes: list[float] = []  # a return visit: one context throughout, its HTTP cache warm
     ws_probes: list[float] = []
     server_probes: list[float] = []
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        warm = await browser.new_context()  # the first view of a fresh server pays for its imports
-        first = await browser_load(await warm.new_page(), url + "/train", 120e3)
-        print(f"first page view of the fresh server: {first:.1f} s", flush=True)
-        await warm.close()
+    if args.no_browser:  # protocol sessions and probes only: no CPU for Chromium
         quiet = [await ws_probe(url) for _ in range(3)]
         print(f"Train page script run with no jobs: {fmt(quiet)}", flush=True)
-        quiet = []
-        for _ in range(3):  # what Chromium itself takes on this machine, before any job
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            quiet.append(await browser_load(await context.new_page(), url + "/train", 60e3))
-            await context.close()
-        print(f"Train page load in Chromium with no jobs: {fmt(quiet)}", flush=True)
-        returning = await browser.new_context(viewport={"width": 1280, "height": 900})
-        quiet = []
-        for _ in range(3):
-            tab = await returning.new_page()
-            quiet.append(await browser_load(tab, url + "/train", 60e3))
-            await tab.close()
-        print(f"Train page load in Chromium with no jobs, a return visit: {fmt(quiet)}", flush=True)
-
         t0 = time.monotonic()
         deadline = t0 + args.deadline
-        if args.client == "ws":
-            tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
-        else:
-            tasks = [asyncio.create_task(browser_session(browser, s, url, query, deadline)) for s in sessions]
+        tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
         await asyncio.sleep(args.probe_after)
         while not all(t.done() for t in tasks) and time.monotonic() < deadline:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
             try:
-                browser_probes.append(await browser_load(await context.new_page(), url + "/train", 60e3))
-                tab = await returning.new_page()
-                return_probes.append(await browser_load(tab, url + "/train", 60e3))
-                await tab.close()
                 ws_probes.append(await ws_probe(url))
-                server_probes.append(await server_page_load(url))
             except Exception as e:
                 print(f"  probe failed: {type(e).__name__}: {str(e)[:150]}", flush=True)
-            finally:
-                await context.close()
             await asyncio.sleep(args.probe_every)
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - t0
-        await browser.close()
+    else:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            warm = await browser.new_context()  # the first view of a fresh server pays for its imports
+            first = await browser_load(await warm.new_page(), url + "/train", 120e3)
+            print(f"first page view of the fresh server: {first:.1f} s", flush=True)
+            await warm.close()
+            quiet = [await ws_probe(url) for _ in range(3)]
+            print(f"Train page script run with no jobs: {fmt(quiet)}", flush=True)
+            quiet = []
+            for _ in range(3):  # what Chromium itself takes on this machine, before any job
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                quiet.append(await browser_load(await context.new_page(), url + "/train", 60e3))
+                await context.close()
+            print(f"Train page load in Chromium with no jobs: {fmt(quiet)}", flush=True)
+            returning = await browser.new_context(viewport={"width": 1280, "height": 900})
+            quiet = []
+            for _ in range(3):
+                tab = await returning.new_page()
+                quiet.append(await browser_load(tab, url + "/train", 60e3))
+                await tab.close()
+            print(f"Train page load in Chromium with no jobs, a return visit: {fmt(quiet)}", flush=True)
+
+            t0 = time.monotonic()
+            deadline = t0 + args.deadline
+            if args.client == "ws":
+                tasks = [asyncio.create_task(ws_session(s, url, query, deadline)) for s in sessions]
+            else:
+                tasks = [asyncio.create_task(browser_session(browser, s, url, query, deadline)) for s in sessions]
+            await asyncio.sleep(args.probe_after)
+            while not all(t.done() for t in tasks) and time.monotonic() < deadline:
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                try:
+                    browser_probes.append(await browser_load(await context.new_page(), url + "/train", 60e3))
+                    tab = await returning.new_page()
+                    return_probes.append(await browser_load(tab, url + "/train", 60e3))
+                    await tab.close()
+                    ws_probes.append(await ws_probe(url))
+                    server_probes.append(await server_page_load(url))
+                except Exception as e:
+                    print(f"  probe failed: {type(e).__name__}: {str(e)[:150]}", flush=True)
+                finally:
+                    await context.close()
+                await asyncio.sleep(args.probe_every)
+            await asyncio.gather(*tasks)
+            elapsed = time.monotonic() - t0
+            await browser.close()
 
     time.sleep(2.5)  # the last records' final flush
     records = server.records()
@@ -471,6 +530,10 @@ async def main_async(args) -> int:
 
     print()
     print(f"sessions: {len(sessions)} ({args.client}), wall time {elapsed:.0f} s of a {args.deadline:.0f} s deadline")
+    if args.ray_nodes:
+        done = elapsed if pending == 0 else float("nan")
+        print(f"Ray, {args.ray_nodes} node(s) of 1 CPU: every job done {done:.0f} s after the first Start; "
+              f"jobs lost {lost}; errors shown {len(errors)}")
     print(f"page view, the first {len(sessions)} at once ({args.client}):  {fmt(firsts)}")
     print(f"page load while jobs train, Chromium (to a visible Start):  {fmt(browser_probes)}")
     print(f"  the same, a return visit (HTTP cache warm):             {fmt(return_probes)}")
@@ -526,8 +589,16 @@ def main() -> int:
     p.add_argument("--server-cpus", default="",
                    help="pin the server to these CPUs (taskset list, e.g. 0) and the browser and the sessions "
                         "to the rest, as if students' browsers ran on their own machines")
+    p.add_argument("--no-browser", action="store_true",
+                   help="no Chromium: protocol sessions and protocol probes only (with --client ws)")
+    p.add_argument("--ray-nodes", type=int, default=0,
+                   help="train the jobs as Ray actors on a local cluster of this many 1-CPU nodes (0: no Ray)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (runs, server log)")
     args = p.parse_args()
+    if not 0 <= args.ray_nodes <= 4:
+        p.error("--ray-nodes 0..4")
+    if args.no_browser and args.client != "ws":
+        p.error("--no-browser needs --client ws")
     if not 1 <= args.sessions <= 100 or not 10 <= args.deadline <= 1800:
         p.error("--sessions 1..100 and --deadline 10..1800 keep the test bounded")
     return asyncio.run(main_async(args))

@@ -28,7 +28,7 @@ FIELDS = [
 ]
 AXES = {"step": "each run's own steps", "fraction": "fraction of each run"}
 PER_ROW = 3  # heatmaps and diagrams side by side; more runs wrap to a new row
-DIAGRAM_PER_ROW = 6  # blocks a diagram row holds: a half-page column keeps its labels apart
+DIAGRAM_PER_ROW = 9  # blocks a diagram row holds: the page's width keeps their labels apart
 ss = st.session_state
 
 
@@ -151,7 +151,10 @@ def heatmaps(cat: Catalogue, views, names, kind: str, step: int | None) -> None:
                 fig.update_layout(title={"text": compare.plot_text(name, 60), "font": {"size": 14}, "x": 0.01},
                                   margin={"t": 60, "l": 90})  # room for the layer names beside the axis title
                 st.plotly_chart(fig, key=f"cmp_heat_{i}", config=plot_config(f"heatmap-{i + 1}"), width="stretch")
-                diagram(v, name, kind, here, diagram_range, i)
+    # The diagrams one to a row, the page's whole width: in a third (or half) of a 1000-px window their
+    # block labels, legend and title ran into each other.
+    for i, (v, name) in enumerate(zip(views, names, strict=True)):
+        diagram(v, name, kind, run_step(v, step, longest), diagram_range, i)
 
 
 def diagram(v, name: str, kind: str, step: int | None, zrange, i: int) -> None:
@@ -159,10 +162,14 @@ def diagram(v, name: str, kind: str, step: int | None, zrange, i: int) -> None:
         return
     at = compare.step_at(v.grads, kind, step) if step is not None else None
     values = live.block_values(v.grads, kind, v.blocks, step=at) if at is not None else {}
-    title = f"{compare.plot_text(name, 40)} · step {at:,}" if at is not None else "no gradients logged"
+    # the step first: a long name is cut, the step never
+    title = f"step {at:,} · {compare.plot_text(name, 60)}" if at is not None else "no gradients logged"
     fig = architecture_figure(v.model, describe(v.model), block_values=values, title=title,
                               value_label=SHORT[kind] + " per block", max_per_row=DIAGRAM_PER_ROW)
     compare.share_diagram_scale(fig, zrange)
+    # the legend under the diagram, not beside the title, where a narrow window made them overlap
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "top"},
+                      margin={"b": 40}, height=(fig.layout.height or 230) + 30)
     st.plotly_chart(fig, key=f"cmp_diagram_{i}", config=plot_config(f"diagram-{i + 1}"), width="stretch")
 
 
@@ -229,12 +236,12 @@ def views_section(cat: Catalogue, names_picked: list[str], refreshing: bool = Fa
                "dotted lines with markers the test set.")
 
     st.subheader("Gradients, one colour scale for all runs")
-    c1, c2, c3 = st.columns([3, 2, 1])
+    c1, c2 = st.columns([3, 2])
     kind = c1.radio("Quantity", tuple(KIND_LABELS), key="cmp_kind", format_func=KIND_LABELS.get, horizontal=True)
     c2.radio("Step axis", tuple(AXES), key="cmp_axis", format_func=AXES.get, horizontal=True,
              help="Each heatmap on its own steps, or all on the fraction of their run (0 to 100%), so runs of "
                   "different lengths line up. On the fraction axis the scrubber moves along the longest run.")
-    c3.toggle("BatchNorm layers", key="cmp_show_bn", disabled=kind == "act_grad",
+    st.toggle("BatchNorm layers", key="cmp_show_bn", disabled=kind == "act_grad",
               help="BatchNorm scales have gradients of another size than convolutions; hidden by default so "
                    "the rows compare like with like (as on the Train page).")
     step = scrubber(views)

@@ -189,7 +189,7 @@ if ss.ov_grad:
     show_gradients(grad_nets(False), key="ov_grad_chart")
     st.caption(f"A batch of {BATCH} random 1×28×28 images with random labels, seed {SEED}; the same "
                "measurement as the Gradient flow page.")
-st.page_link("pages/gradient_flow.py", label="Change depth, activation, initialisation: Gradient flow",
+st.page_link("pages/gradient-flow.py", label="Change depth, activation, initialisation: Gradient flow",
              icon=":material/trending_down:", query_params=gradflow_link(False))
 
 # ---------------------------------------------------------------- x + F(x) on a real digit
@@ -318,14 +318,14 @@ st.button("Measure again with BatchNorm", key="ov_bn_btn", icon=":material/scien
           on_click=ask, args=("ov_grad_bn",))
 if ss.ov_grad_bn:
     show_gradients(grad_nets(True), key="ov_bn_chart")
-st.page_link("pages/gradient_flow.py", label="The same nets with BatchNorm: Gradient flow",
+st.page_link("pages/gradient-flow.py", label="The same nets with BatchNorm: Gradient flow",
              icon=":material/trending_down:", query_params=gradflow_link(True))
 
 # ---------------------------------------------------------------- where to go next
 st.header("Explore", divider="gray")
 st.page_link("pages/architecture.py", label="Architecture: build ResNets, compare with the plain twin, count "
              "parameters and FLOPs", icon=":material/account_tree:")
-st.page_link("pages/gradient_flow.py", label="Gradient flow: how much gradient reaches each block",
+st.page_link("pages/gradient-flow.py", label="Gradient flow: how much gradient reaches each block",
              icon=":material/trending_down:")
 st.page_link("pages/train.py", label="Train: watch a net learn, with its gradients live",
              icon=":material/model_training:")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import ACTIVATIONS, BLOCKS, INITS, PRESETS, SHORTCUTS, STEMS, STYLES, ConfigError, preset
@@ -251,6 +253,9 @@ def _register_train(sub: Any) -> None:
     o.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
     o.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="train as a Ray actor on the cluster at ADDRESS, e.g. 10.0.0.5:6379 "
+                        "(default $RESNET_RAY_ADDRESS; needs pip install -r requirements-ray.txt)")
     add_limit_flags(p, TRAIN_LIMITS)
     p.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     p.set_defaults(func=cmd_train)
@@ -281,8 +286,6 @@ class _ProgressBar:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import math
-
     from . import device as devices
     from .config import TrainConfig, make_train_config
     from .limits import LimitError
@@ -304,6 +307,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         usage_error(f"{TRAIN_FLAGS.get(e.field, '--' + e.field.replace('_', '-'))}: {e}")
     except ValueError as e:  # an unavailable device
         usage_error(f"{'--device: ' if 'device' in str(e) else ''}{e}")
+    address = args.ray if args.ray is not None else os.environ.get("RESNET_RAY_ADDRESS", "")
+    if address:
+        return _train_on_ray(args, address, model_cfg, train_cfg)
     from .data import DatasetUnavailable
 
     writer = RunWriter(model_cfg, train_cfg, root=args.out, label=args.label)
@@ -315,15 +321,76 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stderr.write(f"resnet_core: {e}\n")
         return 1
 
+    return _report(args, str(writer.run_dir), result)
+
+
+def _report(args: argparse.Namespace, run_dir: str, result: Any) -> int:
+    import math
+
     def num(x: float) -> float | None:
         return x if math.isfinite(x) else None
 
-    out = {"run_dir": str(writer.run_dir), "status": result.status, "message": result.message,
+    out = {"run_dir": run_dir, "status": result.status, "message": result.message,
            "final_train_loss": num(result.train_loss), "final_train_accuracy": num(result.train_accuracy),
            "test_loss": num(result.test_loss), "test_accuracy": num(result.test_accuracy), "steps": result.step,
            "samples_per_s": num(result.samples_per_s), "seconds": result.seconds, "device": result.device}
     emit(out, args.json, lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))
     return 0 if result.status == "finished" else 1
+
+
+def _train_on_ray(args: argparse.Namespace, address: str, model_cfg: Any, train_cfg: Any) -> int:
+    """`train --ray`: the one job runs as a Ray actor, through a JobManager as the app's jobs do, so
+    this process writes the record from what the actor streams."""
+    import time
+
+    from .jobs import JobManager
+    from .loop import TrainResult
+
+    try:
+        from .jobs.ray_backend import RayBackend
+
+        backend = RayBackend(address)
+    except (ImportError, ConnectionError) as e:
+        sys.stderr.write(f"resnet_core: {_one_line(str(e))}\n")
+        return 1
+    manager = JobManager(root=args.out, limits=args.limits, max_running=1, backend=backend)
+    bar = _ProgressBar(train_cfg.steps, not args.quiet)
+    try:
+        job = manager.get(manager.submit(model_cfg, train_cfg, owner="cli", label=args.label,
+                                         data_root=args.data_root, download=args.download))
+        cursor, t0, said = None, time.monotonic(), args.quiet
+        try:
+            while True:
+                done = job.done  # read before the rows: the last rows come before the state changes
+                metrics, _, cursor = job.since(cursor)
+                if not job.layers and not said and time.monotonic() - t0 > 10:
+                    said = True  # e.g. every node's CPUs are taken
+                    sys.stderr.write(f"resnet_core: waiting for the Ray cluster at {address} to start the job "
+                                     "(it asks for 1 CPU, or 1 GPU on cuda)\n")
+                if job.layers and not hasattr(bar, "bar"):
+                    bar.on_start({})
+                for row in metrics.to_dict("records"):
+                    if hasattr(bar, "bar"):
+                        (bar.on_eval if row["split"] == "test" else bar.on_log)(row)
+                if done:
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            job.stop("interrupted (Ctrl-C)")
+            raise
+        final = {}
+        if job.run_dir:
+            final = json.loads((Path(job.run_dir) / "config.json").read_text()).get("final", {})
+        nan = float("nan")
+        result = TrainResult(job.state, job.message, job.step, train_cfg.steps, job.device,
+                             *(nan if final.get(k) is None else final[k]
+                               for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")),
+                             seconds=final.get("seconds") or job.seconds,
+                             samples_per_s=nan if final.get("samples_per_s") is None else final["samples_per_s"])
+        bar.on_end(result)
+    finally:
+        manager.shutdown()
+    return _report(args, job.run_dir, result)
 
 
 EXTRA_COMMANDS.append(_register_train)
@@ -337,6 +404,6 @@ EXTRA_COMMANDS.append(_register_evaluate)
 
 # ---------------------------------------------------------------- why residual nets work (why/cli.py)
 
-from .why.cli import register_paths as _register_paths  # noqa: E402 - after the helpers it uses
+from .why.cli import register_landscape, register_lesion, register_paths  # noqa: E402 - after the helpers
 
-EXTRA_COMMANDS.append(_register_paths)
+EXTRA_COMMANDS.extend([register_paths, register_lesion, register_landscape])

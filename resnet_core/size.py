@@ -46,18 +46,3 @@ def estimate(cfg: ModelConfig) -> SizeEstimate:
         for h in handles:
             h.remove()
     return SizeEstimate(params=params, forward_bytes_per_sample=total)
-
-
-# Training throughput of a 2-core x86 server CPU, in forward FLOPs x 3 (forward + backward) per
-# second: ResNet-20 at 32 px ran ~590 images/s (81 MFLOPs each), ResNet-18 with a small stem at
-# 28 px ~55 images/s (912 MFLOPs) — both ~1.45e11 (DESIGN.md). Used only to warn before long runs.
-CPU_TRAIN_FLOPS_PER_S = 1.45e11
-
-
-def train_seconds_estimate(flops_per_image: int, batch_size: int, steps: int, device: str = "cpu") -> float:
-    """Rough wall time of a run on a CPU like the reference one; 0 where a GPU will be used."""
-    from .device import available
-
-    if device in ("cuda", "mps") or (device == "auto" and available()[0] != "cpu"):
-        return 0.0
-    return 3.0 * flops_per_image * batch_size * steps / CPU_TRAIN_FLOPS_PER_S

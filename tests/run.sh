@@ -7,7 +7,7 @@ if [ ! -x /usr/bin/chromium ]; then
     (apt-get update -q && apt-get install -y -q chromium) >/tmp/chromium-install.log 2>&1 \
         || { echo "could not install Debian's chromium (see /tmp/chromium-install.log)"; exit 1; }
 fi
-python3 -m pip install -q -r requirements-dev.txt
+python3 -m pip install -q -r requirements-dev.txt -r requirements-ray.txt  # Ray: tests/test_ray.py
 python3 -m ruff check .
 python3 -m pytest "$@"
 # Most laptops and cloud VMs have AVX2 but no AVX-512, and oneDNN then runs other kernels (one of them

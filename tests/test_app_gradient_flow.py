@@ -13,10 +13,10 @@ from resnet_core.probe import gradflow
 from tests import apptest
 from tests.apptest import rerun
 
-PAGE = "pages/gradient_flow.py"
+PAGE = "pages/gradient-flow.py"
 
 
-open_page = functools.partial(apptest.open_page, "gradient_flow", timeout=120, root_first=True)
+open_page = functools.partial(apptest.open_page, "gradient-flow", timeout=120, root_first=True)
 
 
 def chart(at: AppTest) -> dict:

@@ -63,7 +63,7 @@ def test_demo_link_from_its_own_page_sets_widgets_and_url_and_the_next_toggle_ke
     at = AppTest.from_file(str(APP), default_timeout=120)
     browser = Browser(monkeypatch, at)
     vanishing, clean = BY_KEY["vanishing"], BY_KEY["clean-path"]
-    browser.follow("pages/gradient_flow.py", vanishing.query)
+    browser.follow("pages/gradient-flow.py", vanishing.query)
     assert at.session_state["gf_depth"] == 56 and browser.address["gf_activation"] == "relu"
 
     browser.follow(clean.page, clean.query)  # the same page: the frontend keeps its address
@@ -93,11 +93,14 @@ def test_demo_link_from_another_page_keeps_the_demo_after_a_toggle(monkeypatch):
 BAD = {
     "overview": ("ov_grad_exp", "-99", lambda at: at.toggle(key="ov_skip").set_value(False)),
     "architecture": ("arch_widths", "abc", lambda at: at.toggle(key="arch_batchnorm").set_value(False)),
-    "gradient_flow": ("gf_depth", "57", lambda at: at.toggle(key="gf_bn").set_value(True)),
+    "gradient-flow": ("gf_depth", "57", lambda at: at.toggle(key="gf_bn").set_value(True)),
     "train": ("tr_steps", "-5", lambda at: at.number_input(key="tr_seed").set_value(3)),
     # with no runs Compare draws no widget of its fields: set one as a widget would
     "compare": ("cmp_step", "-1", lambda at: at.session_state.__setitem__("cmp_kind", "act_grad")),
     "degradation": ("dg_steps", "-5", lambda at: at.number_input(key="dg_batch_size").set_value(64)),
+    # with no runs Inspect draws no widget of its fields either
+    "inspect": ("ins_n", "7", lambda at: at.session_state.__setitem__("ins_src", "draw")),
+    "why": ("why_grid", "7", lambda at: at.session_state.__setitem__("why_paths", "init56")),
 }
 
 
@@ -139,7 +142,7 @@ def test_presenter_mode_stays_in_the_url_across_widgets_and_pages_and_turns_off(
     at.toggle(key="arch_batchnorm").set_value(False)
     browser.run()
     assert browser.address.get("present") == "1" and browser.address.get("arch_batchnorm") == "0"
-    browser.follow("pages/gradient_flow.py", {})  # the sidebar's page list: no query string
+    browser.follow("pages/gradient-flow.py", {})  # the sidebar's page list: no query string
     assert at.session_state["present"] is True and browser.address.get("present") == "1"
     at.toggle(key="present").set_value(False)
     browser.run()

@@ -91,7 +91,7 @@ def test_update_rule_sliders():
     rerun(at)
     values = {m.label: m.value for m in at.metric}
     assert values["Gradient ∂L/∂W"] == "1×10⁻¹²" and values["Step lr·∂L/∂W"] == "1×10⁻¹³"
-    assert "New weight **W = 0.4999999999999**" in [m.value for m in at.markdown]
+    assert any("New weight **W = 0.4999999999999**" in m.value for m in at.markdown)
     assert "lost altogether" in text(at)  # in float32 the weight does not move
 
 

@@ -68,7 +68,8 @@ def test_sidebar_demo_titles_are_not_cut(page):
     sidebar.get_by_text("Classroom demos").click()
     sidebar.get_by_role("link", name=DEMOS[-1].title).wait_for(timeout=30_000)
     labels = page.evaluate("""() => [...document.querySelectorAll(
-        '[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"] p')].filter(p => p.offsetWidth)
+        '[data-testid="stSidebar"] [data-testid="stExpander"] [data-testid="stPageLink-NavLink"] p')]
+        .filter(p => p.offsetWidth)  // the demos' links: the page links above them are the navigation
         .map(p => [p.textContent, p.scrollWidth, p.clientWidth, p.getBoundingClientRect().right,
                    p.closest('[data-testid="stSidebar"]').getBoundingClientRect().right])""")
     assert sorted(t for t, *_ in labels) == sorted(d.title for d in DEMOS)

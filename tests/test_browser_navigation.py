@@ -48,11 +48,6 @@ SAMPLER = r"""
 """
 
 
-# A first visit to these URLs on a fresh server shows Streamlit's "Page not found" dialog over the
-# right page. The same first run as above: Streamlit resolves the URL against the pages/ folder's
-# file names (pages/gradient_flow.py is "gradient_flow"), finds nothing and says so before app.py
-# runs and routes it. Known and reported; the fix is a page file named as its URL (or the reverse).
-KNOWN_PAGE_NOT_FOUND = {"/gradient-flow"}
 
 
 def app_pages() -> list[dict]:
@@ -97,10 +92,9 @@ def test_first_visit_shows_only_the_apps_pages(browser, tmp_path, path, title, h
     strangers = [(s["t"], e) for s in samples for e in s["entries"] if e not in titles]
     assert not strangers, f"the sidebar listed entries that are not the app's pages (ms, entry): {strangers[:12]}"
     dialogs = [(s["t"], s["dialog"]) for s in samples if s["dialog"]]
-    if path in KNOWN_PAGE_NOT_FOUND:  # still there: once it is fixed this fails, and the entry must go
-        assert any("Page not found" in d for _, d in dialogs), f"{path} no longer shows Page not found: {dialogs}"
-    else:
-        assert not dialogs, f"a dialog showed on the first visit: {dialogs[:3]}"
+    # a fresh server's first run resolves the URL against the pages/ folder's file names before app.py
+    # routes it: a page file not named as its URL (gradient_flow.py for /gradient-flow) showed "Page not found"
+    assert not dialogs, f"a dialog showed on the first visit: {dialogs[:3]}"
     final = samples[-1]
     assert final["entries"] == titles, f"the sidebar ends without the app's pages in order: {final['entries']}"
     assert final["active"] == [title], f"the current page is not the one marked: {final['active']}"

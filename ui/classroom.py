@@ -61,31 +61,35 @@ def _train(name: str, **overrides: Any) -> dict[str, str]:
     return _fmt({**values, **overrides})
 
 
+def _why(**overrides: Any) -> dict[str, str]:
+    return _fmt({"why_run": "", "why_grid": 11, "why_paths": "init20", **overrides})
+
+
 DEMOS: tuple[Demo, ...] = (
     Demo("vanishing", "Vanishing gradients in ten seconds",
          "56 layers, ReLU, no BatchNorm: the plain net's first block gets less than 10⁻¹⁵ of the gradient "
          "its last block gets; with skip connections it keeps about half.",
-         "pages/gradient_flow.py", _gradflow(),
+         "pages/gradient-flow.py", _gradflow(),
          "Without skip connections almost none of the learning signal gets back to the first layers of a deep "
          "net; with them, about half of it does."),
     Demo("clean-path", "Why the skip path must stay clean",
          "Sigmoid, no BatchNorm, 20 layers, post-activation blocks: even with skips the first block gets "
          "only a few millionths of the last block's gradient, because a sigmoid squashes the sum after "
          "every addition.",
-         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid"),
+         "pages/gradient-flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid"),
          "Skip connections help only if nothing squashes the signal on its way back. Here a sigmoid after "
          "every addition does, and the first block gets almost nothing."),
     Demo("clean-path-pre", "… and with the skip path kept clean",
          "The same net with pre-activation blocks (He et al. 2016b): nothing follows the addition, and the "
          "residual net's first block gets about half of the last block's gradient again.",
-         "pages/gradient_flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid", gf_style="pre"),
+         "pages/gradient-flow.py", _gradflow(gf_depth=20, gf_activation="sigmoid", gf_style="pre"),
          "Move the sigmoid inside each block and the skip path is clean again: the first block gets about half"
          " of the signal."),
     Demo("batchnorm", "BatchNorm changes the story",
          "56 layers with BatchNorm: the plain net's gradient now grows towards the input (its first block "
          "gets over a thousand times the last block's) instead of vanishing; the residual net stays within "
          "a few tens. Plain nets still train worse as they get deeper: see the Degradation page.",
-         "pages/gradient_flow.py", _gradflow(gf_bn=True),
+         "pages/gradient-flow.py", _gradflow(gf_bn=True),
          "With BatchNorm the plain net's signal grows towards the input instead of fading, yet deeper plain "
          "nets still learn worse. Skip connections keep it steady."),
     Demo("bottleneck", "Basic vs bottleneck",
@@ -100,6 +104,19 @@ DEMOS: tuple[Demo, ...] = (
          "pages/train.py", _train("resnet56", tr_twin=True),
          "Two 56-layer nets learn side by side, the same in every way except the skip connections: watch which"
          " one learns."),
+    Demo("delete-block", "Delete a block",
+         "Opens the newest trained run with its plain twin (train a twin run first). Run the lesion study: every "
+         "block of the residual net can be deleted, because its shortcut stays; in the plain twin the blocks that "
+         "change shape have no shortcut and cannot be deleted at all. Compare the accuracies with Veit et al.'s.",
+         "pages/why.py", _why(),
+         "Take one block out of a trained net and see how much it still gets right; a residual net keeps a way "
+         "around every block, a plain net does not."),
+    Demo("landscape", "Smooth or chaotic: the loss landscape",
+         "The training loss around a trained run's weights along two random filter-normalised directions, residual "
+         "net and plain twin on one colour scale; the ✕ at the centre of each map is the trained net itself, and "
+         "its loss there is the run's loss on the same 512 training images.",
+         "pages/why.py", _why(),
+         "A map of how the error changes around the trained net, for the residual net and its plain twin."),
 )
 
 
@@ -115,7 +132,7 @@ def seconds(demo: Demo) -> float:
     demo is one forward and backward pass of each net on a batch of 32, a Train demo its whole run;
     an Architecture demo computes nothing worth timing (0)."""
     q = demo.query
-    if demo.page == "pages/gradient_flow.py":
+    if demo.page == "pages/gradient-flow.py":
         cfg = cifar_config(int(q["gf_depth"]), in_channels=1, image_size=28, batchnorm=q["gf_bn"] == "1",
                            activation=q["gf_activation"], style=q["gf_style"])
         return estimates.machine_speed().seconds(2 * 3.0 * speed.forward_flops(cfg) * 32)

@@ -63,7 +63,10 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
         yaxis={"type": "log", "title": {"text": "loss (log scale)"}, **log_ticks(metrics["loss"])},
         yaxis2={"anchor": "x2", "title": {"text": "accuracy"}, "tickformat": ".0%" if percent else None,
                 "range": [0, 1.02] if percent else [0, 102]},
-        legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+        # above the plots: plotly widens the top margin for as many rows as the legend needs, while under
+        # them a legend that wrapped (a narrow window, long run names) covered the axis titles
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
+        margin={"l": 60, "r": 20, "t": 30, "b": 40},
         height=360, uirevision="curves", template="plotly_white")
     return fig
 

@@ -2,7 +2,7 @@
 and the most confident mistakes.
 
 predict() evaluates exactly as the training loop's own evaluation does (batches of twice the
-training batch, channels_last and autocast as the run's TrainConfig says, inputs resized to the
+training batch, channels_last and autocast as the run's TrainConfig and layout.py say, inputs resized to the
 net's image size), so a net rebuilt from a record reproduces the test accuracy the record states,
 to the last image, on the same device and data.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import layout
 from ..config import TrainConfig
 from ..loop import autocast_for, use_channels_last
 
@@ -40,7 +41,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg:
             classes: tuple[str, ...], device: torch.device | str | None = None) -> Predictions:
     """`model`'s logits for images `x` (N, C, H, W) with labels `y`, computed as the loop evaluates."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    cl = use_channels_last(train_cfg, dev)
+    cl = use_channels_last(train_cfg, dev) and layout.channels_last_ok(model, dev)  # as Loop.setup decides
     fmt = torch.channels_last if cl else torch.contiguous_format
     model = model.to(dev, memory_format=fmt).eval()
     size = model.cfg.image_size

@@ -43,12 +43,14 @@ from .job import ACTIVE, Job
 from .protocol import TrainResult, WorkerLost
 
 log = logging.getLogger(__name__)
-BACKENDS = ("process", "thread")
+BACKENDS = ("process", "thread", "ray")
 
 
 def make_backend(name: str | None = None) -> protocol.Backend:
-    """The backend called `name`, else RESNET_JOB_BACKEND's, else "process"."""
-    name = name or os.environ.get("RESNET_JOB_BACKEND", "") or "process"
+    """The backend called `name`, else RESNET_JOB_BACKEND's, else "ray" where RESNET_RAY_ADDRESS is set,
+    else "process". Only the Ray backend imports Ray."""
+    name = name or os.environ.get("RESNET_JOB_BACKEND", "") or ("ray" if os.environ.get("RESNET_RAY_ADDRESS") else "")
+    name = name or "process"
     if name == "process":
         from .process_backend import ProcessBackend
 
@@ -57,6 +59,10 @@ def make_backend(name: str | None = None) -> protocol.Backend:
         from .thread_backend import ThreadBackend
 
         return ThreadBackend()
+    if name == "ray":
+        from .ray_backend import RayBackend
+
+        return RayBackend()
     raise ValueError(f"job backend {name!r} is not one of {', '.join(BACKENDS)} (RESNET_JOB_BACKEND)")
 
 

@@ -68,3 +68,87 @@ def run_paths(args: argparse.Namespace) -> int:
                         f"(of {len(d['lengths']) - 1} blocks)"])
     _emit(d, args.json, text)
     return 0
+
+
+def _record_errors():
+    from ..data import DatasetUnavailable
+    from ..weights import WeightsError
+
+    return (WeightsError, DatasetUnavailable)
+
+
+def register_lesion(sub: Any) -> None:
+    p = sub.add_parser("lesion", help="lesion study (Veit et al. 2016): test accuracy with blocks deleted")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run record's folder (with its weights)")
+    p.add_argument("--draws", type=int, default=3, help="seeded random draws for each k")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N test images")
+    p.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_lesion)
+
+
+def run_lesion(args: argparse.Namespace) -> int:
+    from ..cli import usage_error
+    from .lesion import lesion_run
+
+    if not 1 <= args.draws <= 100:
+        usage_error(f"--draws: {args.draws} is not allowed: 1 to 100")
+    if args.limit is not None and args.limit < 1:
+        usage_error(f"--limit: {args.limit} is not allowed: a whole number >= 1")
+    try:
+        result, rec = lesion_run(args.run_dir, draws=args.draws, seed=args.seed, limit=args.limit,
+                                 data_root=args.data_root)
+    except _record_errors() as e:
+        usage_error(f"{args.run_dir}: {e}")
+    d = {"run_dir": str(args.run_dir), "recorded_test_accuracy": rec.meta.get("final", {}).get("test_accuracy"),
+         **result.to_dict()}
+    lines = [f"no block deleted: accuracy {d['baseline_accuracy']:.4f} on {d['images']:,} test images"]
+    lines += [f"  delete {b['name']:<10} " + (f"{b['accuracy']:.4f}" if b["removable"] else "cannot be deleted "
+                                               "(it changes the shape and has no shortcut)") for b in d["blocks"]]
+    lines += [f"  delete {r['k']:>3} at random: mean {r['mean_accuracy']:.4f}" for r in d["random"]]
+    _emit(d, args.json, "\n".join(lines))
+    return 0
+
+
+def register_landscape(sub: Any) -> None:
+    p = sub.add_parser("landscape", help="loss landscape (Li et al. 2018) around a run's trained weights")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run record's folder (with its weights)")
+    p.add_argument("--grid", type=int, default=21, help="N: an N x N grid, N odd")
+    p.add_argument("--samples", type=int, default=512, help="M training images, a fixed seeded subset")
+    p.add_argument("--seed", type=int, default=0, help="seeds the directions and the subset")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="compute even if cached in the record")
+    p.add_argument("--data-root", dest="data_root", metavar="DIR", help="default $RESNET_DATA_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_landscape)
+
+
+def run_landscape(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..cli import usage_error
+    from .landscape import landscape_run
+
+    last = [-1]
+
+    def progress(f: float) -> None:
+        pct = int(f * 100)
+        if not args.quiet and pct // 10 != last[0] // 10:
+            sys.stderr.write(f"landscape: {pct}%\n")
+        last[0] = pct
+
+    try:
+        result = landscape_run(args.run_dir, grid=args.grid, samples=args.samples, seed=args.seed,
+                               data_root=args.data_root, use_cache=args.cache, progress=progress)
+    except _record_errors() as e:
+        usage_error(f"{args.run_dir}: {e}")
+    except ValueError as e:
+        usage_error(f"--{'grid' if 'grid' in str(e) else 'samples'}: {e}")
+    d = {"run_dir": str(args.run_dir), **result.to_dict()}
+    c = result.centre
+    text = (f"{len(d['alphas'])} x {len(d['betas'])} grid, alpha and beta from {d['alphas'][0]:g} to "
+            f"{d['alphas'][-1]:g}; loss at the trained weights {c:.4f}, largest on the grid "
+            f"{max(max(r) for r in d['loss']):.4f}")
+    _emit(d, args.json, text)
+    return 0
