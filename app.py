@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("pages/inspect.py", title="Inspect", icon=":material/search_insights:", url_path="inspect"),
+    st.Page("pages/why.py", title="Why it works", icon=":material/psychology:", url_path="why"),
     st.Page("pages/degradation.py", title="Degradation", icon=":material/stacked_line_chart:", url_path="degradation"),
 ]
 

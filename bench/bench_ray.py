@@ -76,6 +76,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1 (conftest.py)
     import ray
     from ray.cluster_utils import Cluster
 

@@ -402,6 +402,7 @@ async def main_async(args) -> int:
 
 def ray_cluster(nodes: int):
     """A local Ray cluster of `nodes` nodes of 1 CPU each, and the server's environment for it."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1 (conftest.py)
     from ray.cluster_utils import Cluster
 
     t = time.monotonic()

@@ -24,6 +24,12 @@ FIELDS = [
 ]
 ss = st.session_state
 
+
+def ignored(key: str, allowed: str, using: str) -> None:
+    """A URL value the page cannot use, named as ui.state names the ones it refuses itself."""
+    state.show_notes([f"URL value {key}={str(ss.get(key, ''))[:40]!r} was ignored (allowed: {allowed}); "
+                      f"using {using}."])
+
 notes = state.restore(PAGE, FIELDS)
 st.title("Inspect")
 st.caption("Open a finished run and look inside its trained net: what it gets right and wrong, one digit "
@@ -59,10 +65,10 @@ if not options:
     state.publish(FIELDS)
     st.stop()
 if ss.get("ins_run") not in finished:
+    newest = next((n for n in options if finished[n].has_weights), options[0])
     if ss.get("ins_run"):
-        st.warning(f"The run {md_code(ss['ins_run'][:60])} is not here; showing the newest one instead.",
-                   icon=":material/link_off:")
-    ss["ins_run"] = next((n for n in options if finished[n].has_weights), options[0])
+        ignored("ins_run", "the folder name of a finished run here", "the newest run")
+    ss["ins_run"] = newest
 st.selectbox("Run", options, key="ins_run", format_func=labels.get,
              help="Finished runs of this server and saved records, newest first. A twin run opens with its twin.")
 rec = finished[ss["ins_run"]]
@@ -106,13 +112,16 @@ st.header("One image through the net")
 drawable = rec.train.dataset in MNIST_FAMILY
 sources = {"test": "a test image", "draw": "draw one"} if drawable else {"test": "a test image"}
 if ss.get("ins_src") not in sources:
+    ignored("ins_src", "test; drawings only for MNIST-family runs", "'test'")
     ss["ins_src"] = "test"
 left, right = st.columns([1, 2])
 with left:
     st.radio("Image", tuple(sources), key="ins_src", format_func=sources.get, horizontal=True)
     image = None
     if ss["ins_src"] == "test":
-        ss["ins_idx"] = min(int(ss.get("ins_idx", 0)), len(ds.y_test) - 1)
+        if int(ss.get("ins_idx", 0)) > len(ds.y_test) - 1:
+            ignored("ins_idx", f"a test image from 0 to {len(ds.y_test) - 1}", f"{len(ds.y_test) - 1}")
+            ss["ins_idx"] = len(ds.y_test) - 1
         st.number_input(f"Test image (0–{len(ds.y_test) - 1:,})", 0, len(ds.y_test) - 1, key="ins_idx", step=1)
         image = ds.x_test[ss["ins_idx"]]
         st.image(to_pixels(image, ds.mean, ds.std), width=168,
@@ -130,6 +139,8 @@ with right:
     if image is not None:
         blocks = [name for name, _ in shown[0].model.blocks()]
         if ss.get("ins_block") not in blocks:
+            if ss.get("ins_block"):
+                ignored("ins_block", "a block of this net, " + ", ".join(blocks[:3]) + "…", repr(blocks[0]))
             ss["ins_block"] = blocks[0]
         st.select_slider("Block", blocks, key="ins_block",
                          help="Which block's maps to draw; the norms chart shows every block.")

@@ -1,4 +1,5 @@
-"""Batches indexed from tensors on the device, and CIFAR's crop-and-flip done on the device.
+"""A dataset as tensors on the device (TensorDataset, which data.py loads), the batches indexed
+from it, and CIFAR's crop-and-flip done on the device.
 
 With the whole dataset on the device a batch is one index operation, so no DataLoader, workers or
 pinned memory are needed. Every random draw comes from a CPU `torch.Generator` seeded from
@@ -9,16 +10,35 @@ replayed on its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from .data import TensorDataset
-
 Batch = tuple[torch.Tensor, torch.Tensor]  # x (B, C, H, W) float32, y (B,) int64
+
+
+@dataclass(frozen=True)
+class TensorDataset:
+    """One dataset, both splits, already on the device and normalised (float32, mean 0 std 1 on train)."""
+
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor  # (M, C, H, W) float32
+    y_test: torch.Tensor  # (M,) int64
+    in_channels: int
+    image_size: int
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, of pixels in [0, 1], computed from the training split
+    std: tuple[float, ...]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

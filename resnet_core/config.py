@@ -294,7 +294,7 @@ def _check_size(cfg: ModelConfig) -> None:
 
 def check_model_limits(cfg: ModelConfig, limits: Any = LIMITS) -> None:
     """Parameters and per-image activations against `limits`; ModelTooLarge names the limit."""
-    from .size import estimate  # local: size.py builds the model, which imports config
+    from .size import estimate  # local: keeps torch out of this module's import (size and model never import it)
 
     est = estimate(cfg)
     if est.params > limits.max_params:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batches import Batch, Batches, augment, batch_iterator, eval_batches
+from .batches import Batch, Batches, TensorDataset, augment, batch_iterator, eval_batches
 from .limits import LIMITS, LimitError
 
 __all__ = ["DATASETS", "DEFAULT", "Batch", "Batches", "DatasetUnavailable", "DownloadTooLarge",
@@ -78,27 +78,6 @@ class DownloadTooLarge(DatasetUnavailable, LimitError):
     def __init__(self, message: str):
         self.limit = "max_download_mb"
         RuntimeError.__init__(self, message)
-
-
-@dataclass(frozen=True)
-class TensorDataset:
-    """One dataset, both splits, already on the device and normalised (float32, mean 0 std 1 on train)."""
-
-    name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32
-    y_train: torch.Tensor  # (N,) int64
-    x_test: torch.Tensor  # (M, C, H, W) float32
-    y_test: torch.Tensor  # (M,) int64
-    in_channels: int
-    image_size: int
-    num_classes: int
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]  # per channel, of pixels in [0, 1], computed from the training split
-    std: tuple[float, ...]
-
-    @property
-    def device(self) -> torch.device:
-        return self.x_train.device
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:

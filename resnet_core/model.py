@@ -9,11 +9,14 @@ in-place, so backward hooks work on every layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+if TYPE_CHECKING:  # the type of `cfg` alone: at run time this module imports only torch (config -> size -> model)
+    from .config import ModelConfig
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,

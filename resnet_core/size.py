@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .model import ResNet
+
+if TYPE_CHECKING:  # the type alone: config.py calls this module (lazily, keeping torch out of its import)
+    from .config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,6 @@ class SizeEstimate:
 
 @lru_cache(maxsize=256)
 def estimate(cfg: ModelConfig) -> SizeEstimate:
-    from .model import ResNet  # model imports config, which calls this lazily
-
     with torch.device("meta"):
         model = ResNet(cfg).eval()  # eval: BN on a 1-image, 1x1 map is fine
         x = torch.empty(1, cfg.in_channels, cfg.image_size, cfg.image_size)

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+# Test clusters stay on loopback: left to itself, Ray gives each node this machine's outward address.
+# With this switch off, Ray puts every node and driver of a one-machine cluster on 127.0.0.1
+# (ray._private.services.get_node_ip_address); the Ray nodes and CLI subprocesses inherit it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"

@@ -16,7 +16,7 @@ from tests.apptest import rerun
 PAGE = "pages/gradient-flow.py"
 
 
-open_page = functools.partial(apptest.open_page, "gradient_flow", timeout=120, root_first=True)
+open_page = functools.partial(apptest.open_page, "gradient-flow", timeout=120, root_first=True)
 
 
 def chart(at: AppTest) -> dict:

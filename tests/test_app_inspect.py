@@ -42,12 +42,16 @@ def records(tmp_path_factory):
     for f in runs.WEIGHTS_FILES.values():
         (old / f).unlink()
     _relabel(old, "old")
+    fresh = root / "no-initial-run"  # trained weights but no initial ones (a big net's record)
+    shutil.copytree(single.run_dir, fresh)
+    (fresh / runs.WEIGHTS_FILES["initial"]).unlink()
+    _relabel(fresh, "no-initial")
     evil = root / "evil-run"
     shutil.copytree(single.run_dir, evil)
     (evil / "model.safetensors").write_bytes(pickle.dumps({"fc.weight": torch.zeros(2)}))
     _relabel(evil, "evil")
     return {"root": root, "single": single.run_dir.name, "res": res.run_dir.name, "plain": plain.run_dir.name,
-            "old": "old-run", "evil": "evil-run"}
+            "old": "old-run", "evil": "evil-run", "fresh": "no-initial-run"}
 
 
 def _relabel(path, label):
@@ -84,10 +88,23 @@ def test_a_run_opens_with_the_recorded_accuracy_and_every_part(root):
     assert at.query_params["ins_run"] == root["single"]
 
 
+def test_no_runs_yet_says_where_they_come_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    at = open_page()
+    assert "No finished runs yet" in texts(at, "info") and not charts(at)
+
+
 def test_a_record_without_weights_opens_with_a_note(root):
     at = open_page(ins_run=root["old"])
     assert "old has no saved weights" in texts(at, "info").replace("`", "").replace("  ", " ")
     assert not at.error and not charts(at) and not at.metric
+
+
+def test_without_initial_weights_only_the_trained_net_is_compared_and_the_page_says_why(root):
+    at = open_page(ins_run=root["fresh"])
+    change = charts(at)["ins_change_0_change"]
+    assert [t["name"] for t in change["data"]] == ["trained"]
+    assert "kept no initial weights" in texts(at, "caption")
 
 
 def test_damaged_weights_are_refused_naming_what_is_wrong(root):
@@ -144,6 +161,33 @@ def test_an_empty_drawing_gets_a_note_not_a_prediction(root):
 def test_bad_links_fall_back_with_a_note(root):
     at = open_page(ins_run="no-such-run", ins_src="draw", ins_draw="zz", ins_n="7")
     warn = texts(at, "warning")
-    assert "no-such-run" in warn and "ins_n='7' was ignored" in warn
-    assert "The drawing in the link could not be read" in warn
+    assert "ins_run='no-such-run' was ignored" in warn and "ins_n='7' was ignored" in warn
+    assert "ins_draw='zz' was ignored (allowed: 784 hex digits 0-9a-f)" in warn
     assert at.selectbox(key="ins_run").value in (root["single"], root["res"], root["plain"])
+    at = open_page(ins_run=root["single"], ins_idx="5000", ins_block="layer9.9")
+    warn = texts(at, "warning")
+    assert "ins_idx='5000' was ignored (allowed: a test image from 0 to 999); using 999" in warn
+    assert "ins_block='layer9.9' was ignored" in warn and at.query_params["ins_block"] == "layer1.0"
+
+
+def test_a_cifar_run_shows_colour_images_and_class_names_and_no_canvas(tmp_path, monkeypatch):
+    """A CIFAR-10 record, opened with a stand-in for CIFAR-10's files (3x32x32 images, its class names)."""
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 3, 32, 32, generator=g), torch.arange(40) % 10
+    fake = data.TensorDataset("cifar10", x, y, x[:20], y[:20], 3, 32, 10, names, (0.49, 0.48, 0.45),
+                              (0.25, 0.24, 0.26))
+    monkeypatch.setattr(data, "load", lambda *a, **k: fake)
+    cfg = model_for_dataset(mnist_tiny(), "cifar10")
+    train_cfg = tiny_train(steps=3, batch_size=8, dataset="cifar10")
+    w = RunWriter(cfg, train_cfg, root=tmp_path, label="cifar", flush_s=0.0)
+    with one_thread():
+        train(cfg, train_cfg, [w], dataset=fake)
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    at = open_page(ins_src="draw")  # a link asking for the canvas on a CIFAR run gets the test images
+    assert at.radio(key="ins_src").options == ["a test image"] and at.radio(key="ins_src").value == "test"
+    assert not any("canvas" in i.value for i in at.info)
+    assert 'caption: "test image #0: a airplane"' in str(at.get("image")[-1].proto)
+    drawn = charts(at)
+    assert drawn["ins_pred_0_confusion"]["data"][0]["x"] == list(names)
+    assert [t for t in drawn["ins_digit_0_probs"]["data"][0]["y"]] == list(names)

@@ -93,11 +93,14 @@ def test_demo_link_from_another_page_keeps_the_demo_after_a_toggle(monkeypatch):
 BAD = {
     "overview": ("ov_grad_exp", "-99", lambda at: at.toggle(key="ov_skip").set_value(False)),
     "architecture": ("arch_widths", "abc", lambda at: at.toggle(key="arch_batchnorm").set_value(False)),
-    "gradient_flow": ("gf_depth", "57", lambda at: at.toggle(key="gf_bn").set_value(True)),
+    "gradient-flow": ("gf_depth", "57", lambda at: at.toggle(key="gf_bn").set_value(True)),
     "train": ("tr_steps", "-5", lambda at: at.number_input(key="tr_seed").set_value(3)),
     # with no runs Compare draws no widget of its fields: set one as a widget would
     "compare": ("cmp_step", "-1", lambda at: at.session_state.__setitem__("cmp_kind", "act_grad")),
     "degradation": ("dg_steps", "-5", lambda at: at.number_input(key="dg_batch_size").set_value(64)),
+    # with no runs Inspect draws no widget of its fields either
+    "inspect": ("ins_n", "7", lambda at: at.session_state.__setitem__("ins_src", "draw")),
+    "why": ("why_grid", "7", lambda at: at.session_state.__setitem__("why_paths", "init56")),
 }
 
 

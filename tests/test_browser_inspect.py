@@ -56,7 +56,8 @@ def test_train_open_pick_and_draw(page, tmp_path):
     wait_for_app(tab)
     tab.goto(tab.base_url + "/inspect")
     wait_for_app(tab)
-    tab.get_by_text("Add a run record from a zip").click()
+    # a cold server's first view also starts the job manager's workers: ~40 s on this loaded machine
+    tab.get_by_text("Add a run record from a zip").click(timeout=180_000)
     tab.locator(".st-key-ins_upload input[type=file]").set_input_files(
         {"name": f"{name}.zip", "mimeType": "application/zip", "buffer": blob})
     tab.wait_for_selector(f"text=Imported as {name}", timeout=60_000)

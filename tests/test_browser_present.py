@@ -9,7 +9,8 @@ from tests.conftest import screenshot, wait_for_app
 pytestmark = pytest.mark.browser
 
 PAGES = {"overview": "h1", "architecture": ".st-key-arch_diagram .main-svg", "gradient-flow": ".main-svg",
-         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "degradation": ".st-key-dg_start"}
+         "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "inspect": "h1", "why": "h1",
+         "degradation": ".st-key-dg_start"}
 ZOOM_JS = "() => getComputedStyle(document.querySelector('[data-testid=\"stMainBlockContainer\"]')).zoom"
 
 
@@ -25,18 +26,24 @@ def open_path(tab, path: str, ready: str) -> None:
     tab.wait_for_timeout(800)
 
 
-def test_every_page_in_both_modes(page):
-    for path, ready in PAGES.items():
-        open_path(page, path, ready)
-        assert page.evaluate(ZOOM_JS) in ("1", "normal")
-        assert page.get_by_text("Device:").is_visible()
-        screenshot(page, f"present_off_{path}")
+@pytest.mark.parametrize("path", list(PAGES))  # a page a test: each well inside the per-test timeout
+def test_every_page_in_both_modes(page, path):
+    page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
+    ready = PAGES[path]
+    open_path(page, path, ready)
+    assert page.evaluate(ZOOM_JS) in ("1", "normal")
+    assert page.get_by_text("Device:").is_visible()
+    screenshot(page, f"present_off_{path}")
 
-        open_path(page, f"{path}?present=1", ready)
-        assert page.evaluate(ZOOM_JS) == "1.3"  # everything larger, charts included
-        assert not page.get_by_text("Device:").is_visible()  # the sidebar trimmed to what a demo needs
-        assert "present=1" in page.url  # kept in the URL the page wrote
-        screenshot(page, f"present_on_{path}")
-        page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode").click()  # off again
-        page.wait_for_function("() => !location.search.includes('present=1')", timeout=120_000)
-        wait_for_app(page, timeout=180_000)
+    open_path(page, f"{path}?present=1", ready)
+    assert page.evaluate(ZOOM_JS) == "1.3"  # the page's text larger
+    charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(g => [
+        g.getBoundingClientRect().right,
+        g.closest('[data-testid="stMainBlockContainer"]').getBoundingClientRect().right])""")
+    assert all(right <= main + 1 for right, main in charts)  # every chart whole, inside the page
+    assert not page.get_by_text("Device:").is_visible()  # the sidebar trimmed to what a demo needs
+    assert "present=1" in page.url  # kept in the URL the page wrote
+    screenshot(page, f"present_on_{path}")
+    page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode").click()  # off again
+    page.wait_for_function("() => !location.search.includes('present=1')", timeout=120_000)
+    wait_for_app(page, timeout=180_000)

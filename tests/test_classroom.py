@@ -72,3 +72,34 @@ def test_demo_link_sets_every_widget(demo, tmp_path, monkeypatch):
     for key, value in demo.query.items():
         got = at.session_state[key]
         assert Field(key, got).format(got) == value, key
+
+
+def test_delete_block_caption():
+    """Every residual block deletable; in the plain twin exactly the shape-changing blocks are not."""
+    from resnet_core.model import build_model
+    from resnet_core.why.lesion import lesion_study
+
+    cfg = cifar_config(20, in_channels=1, image_size=28)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    res = lesion_study(build_model(cfg).eval(), x, y, draws=1)
+    plain = lesion_study(build_model(cfg.plain_twin()).eval(), x, y, draws=1)
+    assert all(res.removable)
+    assert [n for n, r in zip(plain.names, plain.removable, strict=True) if not r] == ["layer2.0", "layer3.0"]
+
+
+def test_landscape_caption():
+    """One colour scale for both maps; the centre is the net's own loss on the subset."""
+    from resnet_core.figures.why import contour_figure, shared_zmax
+    from resnet_core.model import build_model
+    from resnet_core.why.landscape import landscape, mean_loss
+
+    cfg = cifar_config(8, in_channels=1, image_size=12)
+    x, y = torch.randn(16, 1, 12, 12), torch.randint(0, 10, (16,))
+    nets = {"residual": build_model(cfg).eval(), "plain": build_model(cfg.plain_twin()).eval()}
+    maps = {k: landscape(m, x, y, grid=3) for k, m in nets.items()}
+    zmax = shared_zmax(maps)
+    figs = {k: contour_figure(ls, k, zmax) for k, ls in maps.items()}
+    assert figs["residual"].data[0].zmax == figs["plain"].data[0].zmax == zmax
+    for k, ls in maps.items():
+        assert ls.centre == mean_loss(nets[k], x, y)
+        assert list(figs[k].data[1].x) == [0] and list(figs[k].data[1].y) == [0]  # the ✕: the trained weights

@@ -216,3 +216,28 @@ def test_evaluate_cli_refuses_bad_weights_in_one_line(record, tmp_path, capsys, 
     assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert {"pickle": "not a safetensors file", "missing": "no trained weights",
             "wrong shape": "has shape (16, 8, 3, 3)"}[case] in err
+
+
+def test_images_go_back_to_pixels_in_grey_and_in_colour():
+    from resnet_core.inspect.images import as_input, to_pixels
+
+    pix = torch.randint(0, 256, (3, 5, 5), generator=torch.Generator().manual_seed(0)).float()
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    x = (pix / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)  # as data.load does
+    rgb = to_pixels(x, mean, std)
+    assert rgb.shape == (5, 5, 3) and rgb.dtype == np.uint8 and (rgb == pix.permute(1, 2, 0).numpy()).all()
+    grey = to_pixels(x[:1], mean[:1], std[:1])
+    assert grey.shape == (5, 5) and (grey == pix[0].numpy()).all()
+    assert as_input(x, 5) is x and as_input(x, 8).shape == (3, 8, 8)
+
+
+def test_a_drawing_survives_its_link():
+    x = drawing.to_mnist(_canvas(lambda a: a.__setitem__((slice(30, 170), slice(90, 110)), 255)), 0.13, 0.31)
+    code = drawing.encode(x, 0.13, 0.31)
+    assert len(code) == 784 and set(code) <= set("0123456789abcdef")
+    back = drawing.decode(code, 0.13, 0.31)
+    assert torch.equal(drawing.quantised(x, 0.13, 0.31), back)
+    assert float((back - x).abs().max()) <= 0.5 / 15 / 0.31 + 1e-6  # half a grey level, normalised
+    for bad in ("", "g" * 784, "0" * 783):
+        with pytest.raises(ValueError, match="784 hex digits"):
+            drawing.decode(bad, 0.13, 0.31)

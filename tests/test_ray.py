@@ -50,6 +50,7 @@ def cluster():
     try:
         c.add_node(**NODE)
         c.wait_for_nodes()
+        assert c.address.startswith("127.0.0.1:"), f"the test cluster is not on loopback: {c.address}"
         yield c
     finally:
         ray.shutdown()

@@ -61,6 +61,10 @@ def _train(name: str, **overrides: Any) -> dict[str, str]:
     return _fmt({**values, **overrides})
 
 
+def _why(**overrides: Any) -> dict[str, str]:
+    return _fmt({"why_run": "", "why_grid": 11, "why_paths": "init20", **overrides})
+
+
 DEMOS: tuple[Demo, ...] = (
     Demo("vanishing", "Vanishing gradients in ten seconds",
          "56 layers, ReLU, no BatchNorm: the plain net's first block gets less than 10⁻¹⁵ of the gradient "
@@ -100,6 +104,19 @@ DEMOS: tuple[Demo, ...] = (
          "pages/train.py", _train("resnet56", tr_twin=True),
          "Two 56-layer nets learn side by side, the same in every way except the skip connections: watch which"
          " one learns."),
+    Demo("delete-block", "Delete a block",
+         "Opens the newest trained run with its plain twin (train a twin run first). Run the lesion study: every "
+         "block of the residual net can be deleted, because its shortcut stays; in the plain twin the blocks that "
+         "change shape have no shortcut and cannot be deleted at all. Compare the accuracies with Veit et al.'s.",
+         "pages/why.py", _why(),
+         "Take one block out of a trained net and see how much it still gets right; a residual net keeps a way "
+         "around every block, a plain net does not."),
+    Demo("landscape", "Smooth or chaotic: the loss landscape",
+         "The training loss around a trained run's weights along two random filter-normalised directions, residual "
+         "net and plain twin on one colour scale; the ✕ at the centre of each map is the trained net itself, and "
+         "its loss there is the run's loss on the same 512 training images.",
+         "pages/why.py", _why(),
+         "A map of how the error changes around the trained net, for the residual net and its plain twin."),
 )
 
 

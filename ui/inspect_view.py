@@ -23,7 +23,7 @@ from resnet_core.inspect.forward import Trace, trace
 from resnet_core.inspect.images import as_input, to_pixels
 from resnet_core.inspect.saliency import Saliency, saliency
 from resnet_core.inspect.training_change import training_change
-from ui.state import md_code
+from ui.state import md_code, show_notes
 
 CHANGE_IMAGES = 64  # the first test images, the same for the initial and the trained net
 
@@ -35,7 +35,7 @@ def stamp(path: Path, which: str = "final") -> int:
         return 0
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)  # ResNet-20's are 1 MB; ResNet-152's 240 MB
 def _net(path: str, which: str, stamp: int) -> tuple[torch.nn.Module, runs.RunRecord]:
     return weights.load_model(path, which, "cpu")
 
@@ -202,6 +202,6 @@ def canvas_digit(ds: data.TensorDataset, link_code: str) -> tuple[torch.Tensor |
     if link_code:
         try:
             return drawing.decode(link_code, mean, std), link_code
-        except ValueError:
-            st.warning("The drawing in the link could not be read; draw a digit.", icon=":material/link_off:")
+        except ValueError as e:
+            show_notes([f"URL value ins_draw={link_code[:40]!r} was ignored (allowed: {e}); draw a digit."])
     return None, ""

@@ -13,7 +13,7 @@ import math
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,17 +24,26 @@ from ..recorder import RunWriter
 from ..runs import GRADS_SCHEMA, KINDS, METRICS_SCHEMA, grads_layout, load_run
 
 if TYPE_CHECKING:
-    from .manager import JobManager
     from .protocol import Worker
 
 STATES = ("queued", "running", "paused", "finished", "stopped", "failed", "diverged", "interrupted")
 ACTIVE = ("queued", "running", "paused")
 
 
+class Queue(Protocol):
+    """What a job asks of the manager that holds it (manager.py implements it; this module needs no more)."""
+
+    idle_s: float
+
+    def queue_place(self, job: Job) -> int | None: ...
+
+    def _dequeue(self, job: Job) -> None: ...
+
+
 class Job:
     """One training run; also the train() callback that feeds its in-memory history and flags."""
 
-    def __init__(self, manager: JobManager, owner: str, label: str, model_cfg: ModelConfig,
+    def __init__(self, manager: Queue, owner: str, label: str, model_cfg: ModelConfig,
                  train_cfg: TrainConfig, options: dict[str, Any]):
         self.id = secrets.token_hex(8)  # unguessable: knowing the id is what lets another tab attach
         self.manager, self.owner, self.label = manager, owner, label

@@ -12,7 +12,7 @@ import contextlib
 
 import torch  # noqa: F401 - the point of this module
 
-from .. import data, layout, loop, model, probe, size, train, twins, weights  # noqa: F401
+from .. import config, data, layout, loop, model, probe, size, train, twins, weights  # noqa: F401
 from . import protocol, worker  # noqa: F401
 
 torch.set_num_threads(1)
@@ -20,4 +20,4 @@ with contextlib.suppress(Exception):  # a job that needs it reports the error it
     data.load(data.DEFAULT, "cpu")  # cached raw tensors; each worker normalises its own copy
 # The first size estimate (a net run on the meta device, as the limits check does) takes seconds
 # in a fresh process: torch sets up its meta kernels then. Pay it here, once.
-size.estimate(train.model_for_dataset(model.ModelConfig(layers=(1, 1, 1)), data.DEFAULT))
+size.estimate(train.model_for_dataset(config.ModelConfig(layers=(1, 1, 1)), data.DEFAULT))

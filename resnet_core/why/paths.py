@@ -201,3 +201,14 @@ def at_init(cfg: ModelConfig, seed: int = 0, batch_size: int = 16, samples: int 
         torch.manual_seed(seed)
         model = build_model(cfg)
     return path_lengths(model, cfg, x, y, samples=samples, seed=seed, progress=progress)
+
+
+def paths_run(run_dir: Any, batch_size: int = 16, samples: int = 1, seed: int = 0, data_root: str | None = None,
+              progress: Callable[[float], None] | None = None) -> PathLengths:
+    """Path lengths of a record's trained net on `batch_size` of its training images (drawn with `seed`)."""
+    from .common import record_data, record_net
+
+    model, rec = record_net(run_dir)
+    x, y = record_data(rec, "train", limit=batch_size, seed=seed, data_root=data_root)
+    return path_lengths(model, rec.model, x, y, samples=samples, seed=seed,
+                        source="the trained weights of the run", progress=progress)

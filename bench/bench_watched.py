@@ -1,0 +1,117 @@
+"""A job's throughput while 20 Train pages watch it, over the same job with nobody watching.
+
+    python bench/bench_watched.py [--sessions 20 --phase 20 --rounds 3]
+
+Starts `streamlit run app.py` (its own temporary home, runs folder and the app's config; jobs in
+worker processes, the default backend), starts one long ResNet-20 run from a Train page session
+(Streamlit's websocket protocol: bench/load_test.py's client) and then alternates phases of
+`--phase` seconds: nobody watching, then `--sessions` protocol sessions watching it as the page
+does (the page with the job in its URL, then the live view's fragment reruns at the interval the
+server asks for, 0.5 s while it trains). A phase's rate is read from the record the server
+writes: two consecutive flushes of config.json hold (step, training seconds) pairs, so the rate
+between them is exact. Prints each phase's images/s, the median watched/unwatched ratio of the
+rounds (target >= 0.95) and the load average. The sessions run in this process, on the same
+cores as the server and the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.load_test import JOB_RE, Protocol, Server  # noqa: E402
+
+BATCH = 64
+
+
+def snapshot(run_dir: Path) -> tuple[str, int, float]:
+    meta = json.loads((run_dir / "config.json").read_text())
+    return meta["updated_at"], int(meta["final"].get("step") or 0), float(meta["final"].get("seconds") or 0.0)
+
+
+async def next_flush(run_dir: Path, after: str) -> tuple[str, int, float]:
+    while True:
+        try:
+            snap = snapshot(run_dir)
+            if snap[0] != after:
+                return snap
+        except (OSError, ValueError, KeyError):
+            pass
+        await asyncio.sleep(0.05)
+
+
+async def watch(url: str, query: str, stop: asyncio.Event) -> None:
+    async with Protocol(url, "train", query) as p:
+        await p.run()
+        due: dict[str, float] = {}
+        while not stop.is_set():
+            now = time.monotonic()
+            for fid, every in list(p.fragments.items()):
+                if fid not in due or now >= due[fid]:
+                    due[fid] = now + every
+                    if p.finished.is_set():
+                        await p.run(fragment=fid)
+            await asyncio.sleep(0.05)
+
+
+async def phase(url: str, query: str, run_dir: Path, sessions: int, seconds: float) -> float:
+    stop = asyncio.Event()
+    watchers = [asyncio.create_task(watch(url, query, stop)) for _ in range(sessions)]
+    await asyncio.sleep(3.0)  # the sessions' first page runs are done: from here on they only watch
+    first = await next_flush(run_dir, snapshot(run_dir)[0])
+    await asyncio.sleep(seconds)
+    last = await next_flush(run_dir, snapshot(run_dir)[0])
+    stop.set()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    return (last[1] - first[1]) * BATCH / (last[2] - first[2])
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        server = Server(Path(home), {"RESNET_JOB_IDLE_S": "3600", "RESNET_MAX_RUNNING_JOBS": "1"})
+        url = server.start()
+        try:
+            query = f"tr_steps=20000&tr_batch_size={BATCH}"
+            async with Protocol(url, "train", query) as p:
+                await p.run()
+                await p.run(trigger="tr_start")
+                job = JOB_RE.search(p.query).group(1)
+            while not [d for d in server.runs.glob("*") if (d / "config.json").exists()]:
+                await asyncio.sleep(0.2)
+            (run_dir,) = [d for d in server.runs.glob("*") if (d / "config.json").exists()]
+            await next_flush(run_dir, "")
+            watched_query = f"{query}&tr_job={job}"
+            ratios = []
+            for r in range(args.rounds):
+                alone = await phase(url, watched_query, run_dir, 0, args.phase)
+                watched = await phase(url, watched_query, run_dir, args.sessions, args.phase)
+                ratios.append(watched / alone)
+                print(f"round {r + 1}: unwatched {alone:6.1f} img/s   watched by {args.sessions} pages "
+                      f"{watched:6.1f} img/s   ratio {ratios[-1]:.3f}   load {os.getloadavg()[0]:.1f}", flush=True)
+            where = json.loads((run_dir / "config.json").read_text()).get("where", {})
+            print(f"watched / unwatched, median of {len(ratios)} rounds: {statistics.median(ratios):.3f} "
+                  f"(target >= 0.95); ResNet-20, batch {BATCH}, mnist-5k, CPU, backend {where.get('backend')}, "
+                  f"{args.phase:g} s phases; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--phase", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
