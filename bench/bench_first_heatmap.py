@@ -55,7 +55,7 @@ def start_server(runs: str, backend: str) -> tuple[subprocess.Popen, str]:
 def first_heatmap(browser, url: str) -> float:
     tab = browser.new_page(viewport={"width": 1400, "height": 1000})
     tab.goto(url + "/train?tr_steps=300")
-    tab.wait_for_selector("text=to train. The default", timeout=120_000)
+    tab.get_by_role("button", name="Start").wait_for(timeout=120_000)
     # the page has finished drawing (its preview diagram too) before anyone clicks
     tab.wait_for_selector(".st-key-tr_preview .main-svg", timeout=120_000)
     start = tab.get_by_role("button", name="Start")
