@@ -54,6 +54,7 @@ NAMESPACE = "resnet-explainer"
 _ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds resnet_core
 _FRAME = struct.Struct("<I")
 RPC_GRACE_S = 30.0  # beyond a since() call's own wait: a busy cluster may take this long to answer
+LINGER_S = 0.25  # since() answers at most this long after its first new message (pages refresh every 0.5-1 s)
 PLACE_TIMEOUT_S = 600.0  # a job no node has room for fails after this long (RESNET_RAY_PLACE_TIMEOUT_S)
 
 
@@ -140,7 +141,15 @@ class JobActor:
                 return b""
             del self._out[: max(0, cursor - self._base)]
             self._base = max(self._base, cursor)
+            t = time.monotonic()
             self._cond.wait_for(lambda: self._out or run_id != self._run_id, min(wait, 5.0))
+            linger = min(t + wait - time.monotonic(), LINGER_S) if self._out else 0.0
+        # Then gather what comes in the rest of `wait` (LINGER_S at most) into one answer, not a round
+        # trip per message: each call costs this process CPU that training would use. Asleep, not
+        # waiting on the condition, so the training thread's messages wake nobody meanwhile.
+        if linger > 0:
+            time.sleep(linger)
+        with self._cond:
             return frame(self._out) if run_id == self._run_id else b""
 
     def _control(self, run_id: str, msg: Message) -> None:
@@ -383,7 +392,8 @@ class RayWorker(protocol.Worker):
             if waiting is not None:
                 return waiting
         try:
-            data = ray.get(self.actor.since.remote(self.run_id, self._cursor, timeout), timeout=timeout + RPC_GRACE_S)
+            wait = max(timeout, LINGER_S)  # at most one round trip per LINGER_S while it trains
+            data = ray.get(self.actor.since.remote(self.run_id, self._cursor, wait), timeout=wait + RPC_GRACE_S)
         except GetTimeoutError:
             return []
         except ActorUnavailableError:  # not answering for now; Ray says soon whether it is dead
