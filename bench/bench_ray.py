@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def main() -> int:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
