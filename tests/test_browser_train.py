@@ -22,7 +22,7 @@ def step_shown(tab) -> int:
 def test_train_page_start_pause_resume_stop(page):
     tab = page
     tab.goto(tab.base_url + "/train?tr_steps=150&tr_batch_size=32")
-    tab.wait_for_selector("text=to train. The default", timeout=60_000)
+    tab.wait_for_selector("text=Press Start to train", timeout=60_000)  # the page before Start
     wait_for_app(tab)
     # a moment after the page, without a click: the diagram of the net Start will train (ResNet-20: 9 blocks)
     tab.wait_for_selector(".st-key-tr_preview .main-svg", timeout=30_000)
@@ -33,7 +33,7 @@ def test_train_page_start_pause_resume_stop(page):
 
     # the heatmap has drawn real cells and the curves have a line
     tab.wait_for_selector(f"{HEATMAP} .heatmaplayer image", timeout=60_000)
-    tab.wait_for_selector(f"{CURVES} .scatterlayer .trace path.js-line", timeout=60_000)
+    tab.wait_for_selector(f"{CURVES} .scatterlayer .trace path.js-line[d*='L']", timeout=60_000)  # a segment drawn
     assert "tr_job=" in tab.url  # the link reattaches to this run
     screenshot(tab, "train-running")
 

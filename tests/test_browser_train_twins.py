@@ -19,14 +19,14 @@ def test_twin_run_fills_both_heatmaps_and_the_scrubber_recolours(page):
     tab = page
     tab.set_viewport_size({"width": 1400, "height": 3600})  # the page scrolls inside: a tall window shows it all
     tab.goto(tab.base_url + "/train?tr_twin=1&tr_steps=30&tr_batch_size=16")
-    tab.wait_for_selector("text=to train. The default", timeout=60_000)
+    tab.wait_for_selector("text=Press Start to train", timeout=60_000)  # the page before Start
     wait_for_app(tab)
     assert tab.locator(".st-key-tr_twin input[type=checkbox]").is_checked()
     tab.get_by_role("button", name="Start").click()
 
     for sel in HEATMAPS:  # both nets' heatmaps and their log ratio draw real cells while training
         tab.wait_for_selector(f"{sel} .heatmaplayer image", timeout=90_000)
-    tab.wait_for_selector(".st-key-tr_curves .scatterlayer .trace path.js-line", timeout=30_000)
+    tab.wait_for_selector(".st-key-tr_curves .scatterlayer .trace path.js-line[d*='L']", timeout=30_000)  # a segment
     assert "tr_twin=1" in tab.url and "tr_job=" in tab.url
     assert tab.get_by_text("Plain twin", exact=True).count() >= 1
     screenshot(tab, "train_twins_running")
