@@ -26,7 +26,9 @@ def test_twin_run_fills_both_heatmaps_and_the_scrubber_recolours(page):
 
     for sel in HEATMAPS:  # both nets' heatmaps and their log ratio draw real cells while training
         tab.wait_for_selector(f"{sel} .heatmaplayer image", timeout=90_000)
-    tab.wait_for_selector(".st-key-tr_curves .scatterlayer .trace path.js-line[d*='L']", timeout=30_000)  # a segment
+    # a curve with a drawn segment (a one-point trace's path is never "visible"): the first logs after step 1
+    tab.wait_for_selector(".st-key-tr_curves .scatterlayer .trace path.js-line[d*='L']", state="attached",
+                          timeout=120_000)
     assert "tr_twin=1" in tab.url and "tr_job=" in tab.url
     assert tab.get_by_text("Plain twin", exact=True).count() >= 1
     screenshot(tab, "train_twins_running")
