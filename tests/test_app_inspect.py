@@ -163,7 +163,9 @@ def test_bad_links_fall_back_with_a_note(root):
     warn = texts(at, "warning")
     assert "ins_run='no-such-run' was ignored" in warn and "ins_n='7' was ignored" in warn
     assert "ins_draw='zz' was ignored (allowed: 784 hex digits 0-9a-f)" in warn
-    assert at.selectbox(key="ins_run").value in (root["single"], root["res"], root["plain"])
+    box = at.selectbox(key="ins_run")  # the fallback: the newest run with weights (all here share one second)
+    assert box.value in (root["single"], root["res"], root["plain"], root["fresh"])
+    assert box.options[box.index] == next(o for o in box.options if not o.endswith("no weights"))
     at = open_page(ins_run=root["single"], ins_idx="5000", ins_block="layer9.9")
     warn = texts(at, "warning")
     assert "ins_idx='5000' was ignored (allowed: a test image from 0 to 999); using 999" in warn

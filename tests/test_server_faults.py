@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def start_run(url: str, widths: tuple[int, ...], steps: int) -> None:
             await p.run(trigger="tr_start")
             assert "tr_job=" in p.query and not p.alerts, p.alerts
 
-    asyncio.run(go())
+    # A thread of its own: the session's Playwright browser (tests/conftest.py) keeps an event loop
+    # running in the main thread, and asyncio.run() refuses to start inside it.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
 
 
 def records(server: Server) -> dict[tuple[int, ...], dict]:
