@@ -51,7 +51,7 @@ def streamlit_server(tmp: Path) -> Iterator[str]:
     once it answers its health check (the app's script has not run yet: that waits for a visitor)."""
     port = _free_port()
     runs_dir = tmp / "runs"
-    env = {**os.environ, "RESNET_RUNS_DIR": str(runs_dir), "RESNET_DATA_DIR": str(runs_dir / "data"),
+    env = {**os.environ, "RESNET_RUNS_DIR": str(runs_dir), "RESNET_DATA_DIR": str(tmp / "data"),
            "PYTHONUNBUFFERED": "1"}
     log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(

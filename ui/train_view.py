@@ -187,26 +187,14 @@ def heatmaps(jobs: list[Job], grads: list[pd.DataFrame], kind: str, show_bn: boo
 def preview(cfg: ModelConfig) -> None:
     """The net that Start will train, before it has any gradients to colour it.
 
-    Drawing a chart here also has the browser load its plotly code (4.7 MB of JavaScript) before
-    the click rather than after it: measured in Chromium on 2 cores, loading it after the click
-    held the first heatmap back by about 2 s after its data had arrived. On a session's first view
-    the diagram comes a moment after the rest of the page (see `_after_first_paint`): loaded with
-    it, the chunk delayed the Start button in half the page loads (1.5 s -> 2.3 s).
+    Drawn with the page's first run. Drawing it a moment later instead, by a fragment that reran the
+    whole app 0.8 s after the first paint, let the Start button come sooner, but on a busy machine
+    that rerun overtook the first one in the browser: the tab then showed the widgets' defaults
+    (ResNet-18, 1 step) instead of the session's values, and Start trained what it showed.
     """
-    if not ss.get("tr_preview_ready"):
-        st.fragment(run_every=0.8)(_after_first_paint)()
-        return
     title = "The net Start will train (coloured by its gradients once it runs)"
     fig = architecture_figure(cfg, anatomy(cfg), title=title)
     st.plotly_chart(fig, key="tr_preview", config=plot_config("diagram"), width="stretch")
-
-
-def _after_first_paint() -> None:
-    """Its first run is part of the page's; the next, 0.8 s later, reruns the page with the diagram."""
-    if ss.get("tr_preview_armed"):
-        ss["tr_preview_ready"] = True
-        st.rerun(scope="app")
-    ss["tr_preview_armed"] = True
 
 
 def refresh_s(jobs: list[Job]) -> float:
