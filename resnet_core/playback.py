@@ -244,3 +244,12 @@ def speed_label(speed: str, duration_s: float) -> str:
 
     whole = f"{fmt_duration(duration_s)} in {fmt_duration(wall_seconds(speed, duration_s))}"
     return f"the whole run in {FIT_S:.0f} s ({whole})" if speed == "fit" else f"{speed}: {whole}"
+
+
+def states(recording: Recording, at_s: float) -> list[tuple[str, int]]:
+    """Each run's (state, step) at recorded time `at_s`: queued before its start, running, then finished."""
+    out = []
+    for o, d, step in zip(recording.offsets, recording.durations, visible_steps(recording, at_s),
+                             strict=True):
+        out.append(("finished" if at_s >= o + d else "running" if at_s >= o else "queued", step))
+    return out

@@ -19,7 +19,7 @@ from resnet_core.figures.training import curves_figure
 from ui import state, train_view
 
 ss = st.session_state
-_TICK = "tr_rec_tick"  # wall clock of the last advance (not in the URL: it means nothing elsewhere)
+_TICK = "rec_tick"  # after the page prefix: wall clock of the last advance (not in the URL: it means nothing elsewhere)
 
 
 @dataclass
@@ -46,9 +46,11 @@ def recording(name: str) -> playback.Recording | None:
     return _load(str(path), (path / playback.INFO_FILE).stat().st_mtime)
 
 
-def names() -> list[str]:
-    """The recordings the Train view can play: one run, or a twin pair."""
-    return [n for n in playback.list_recordings() if (r := recording(n)) is not None and len(r.runs) <= 2]
+def names(many: bool = False) -> list[str]:
+    """The recordings the Train view can play (one run, or a twin pair); with `many`, the sets of
+    runs trained one after another that the Degradation page plays."""
+    return [n for n in playback.list_recordings()
+            if (r := recording(n)) is not None and (len(r.runs) > 2) == many]
 
 
 def label(name: str) -> str:
@@ -57,59 +59,61 @@ def label(name: str) -> str:
 
 
 def banner(rec: playback.Recording) -> None:
-    st.info(f"**Recording** ({rec.made_on}): {rec.title}. Nothing trains now: this replays a run the app "
+    what = "a run" if len(rec.runs) <= 2 else f"{len(rec.runs)} runs"
+    st.info(f"**Recording** ({rec.made_on}): {rec.title}. Nothing trains now: this replays {what} the app "
             f"recorded, at the speed chosen below. Its settings: {rec.settings_text()}. "
             f"Remade by `bench/make_recordings.py`.", icon=":material/movie:")
 
 
-def controls(rec: playback.Recording, close) -> None:
+def controls(rec: playback.Recording, close, p: str = "tr_") -> None:
+    """Speed, Play/Pause, Restart, Close; `p` is the page's key prefix (tr_, dg_)."""
     c = st.columns([3, 1, 1, 1])
-    c[0].selectbox("Playback speed", playback.SPEEDS, key="tr_rec_speed",
+    c[0].selectbox("Playback speed", playback.SPEEDS, key=p + "rec_speed",
                    format_func=lambda s: playback.speed_label(s, rec.duration_s),
-                   help="Recorded time per second of playing; the scrubber below still moves through every step.")
-    playing, at_end = bool(ss.tr_rec_play), ss.tr_rec_pos >= rec.duration_s
-    if playing and not at_end:
-        c[1].button("Pause", icon=":material/pause:", key="tr_rec_pause", on_click=_set_play, args=(False,))
+                   help="Recorded time per second of playing.")
+    if playing(rec, p):
+        c[1].button("Pause", icon=":material/pause:", key=p + "rec_pause", on_click=_set_play, args=(p, False))
     else:
-        c[1].button("Play", icon=":material/play_arrow:", key="tr_rec_resume", on_click=_play, args=(rec,))
-    c[2].button("Restart", icon=":material/replay:", key="tr_rec_restart", on_click=_restart)
-    c[3].button("Close", icon=":material/close:", key="tr_rec_close", on_click=close)
+        c[1].button("Play", icon=":material/play_arrow:", key=p + "rec_resume", on_click=_play, args=(rec, p))
+    c[2].button("Restart", icon=":material/replay:", key=p + "rec_restart", on_click=_restart, args=(p,))
+    c[3].button("Close", icon=":material/close:", key=p + "rec_close", on_click=close)
 
 
-def _set_play(on: bool) -> None:
-    ss["tr_rec_play"] = on
-    ss.pop(_TICK, None)
+def _set_play(p: str, on: bool) -> None:
+    ss[p + "rec_play"] = on
+    ss.pop(p + _TICK, None)
 
 
-def _play(rec: playback.Recording) -> None:
-    if ss.tr_rec_pos >= rec.duration_s:
-        ss["tr_rec_pos"] = 0.0
-        ss["tr_scrub"] = 0
-    _set_play(True)
+def _play(rec: playback.Recording, p: str) -> None:
+    if ss[p + "rec_pos"] >= rec.duration_s:
+        _restart(p)
+    _set_play(p, True)
 
 
-def _restart() -> None:
-    ss["tr_rec_pos"] = 0.0
-    ss["tr_scrub"] = 0  # follow the replay from its start
-    _set_play(True)
+def _restart(p: str) -> None:
+    ss[p + "rec_pos"] = 0.0
+    if p == "tr_":
+        ss["tr_scrub"] = 0  # follow the replay from its start
+    _set_play(p, True)
 
 
-def playing(rec: playback.Recording) -> bool:
-    return bool(ss.get("tr_rec_play")) and ss.get("tr_rec_pos", 0.0) < rec.duration_s
+def playing(rec: playback.Recording, p: str = "tr_") -> bool:
+    return bool(ss.get(p + "rec_play")) and ss.get(p + "rec_pos", 0.0) < rec.duration_s
 
 
-def tick(rec: playback.Recording) -> float:
+def tick(rec: playback.Recording, p: str = "tr_") -> float:
     """Advance the position by the wall time since the last tick (while playing); the position."""
-    now = time.monotonic()
-    if playing(rec):
-        ss["tr_rec_pos"] = round(playback.advance(float(ss.tr_rec_pos), ss.get(_TICK), now, ss.tr_rec_speed,
-                                                  rec.duration_s), 2)
-        ss[_TICK] = now
-        if ss.tr_rec_pos >= rec.duration_s:
-            ss["tr_rec_play"] = False
+    now, key = time.monotonic(), p + "rec_pos"
+    ss[key] = min(float(ss[key]), rec.duration_s)  # a link may ask for a moment past the end
+    if playing(rec, p):
+        ss[key] = round(playback.advance(float(ss[key]), ss.get(p + _TICK), now, ss[p + "rec_speed"],
+                                         rec.duration_s), 2)
+        ss[p + _TICK] = now
+        if ss[key] >= rec.duration_s:
+            ss[p + "rec_play"] = False
     else:
-        ss.pop(_TICK, None)
-    return float(ss.tr_rec_pos)
+        ss.pop(p + _TICK, None)
+    return float(ss[key])
 
 
 def nets(rec: playback.Recording) -> list[RecordedNet]:
@@ -121,7 +125,8 @@ def status_row(rec: playback.Recording, net: RecordedNet, metrics: pd.DataFrame,
     step = int(metrics["step"].max()) if len(metrics) else 0
     train = metrics[metrics["split"] == "train"]
     test = metrics[metrics["split"] == "test"]
-    cells = [("Recording", "playing" if playing(rec) else "paused" if step < net.train_cfg.steps else "ended"),
+    ended = ss.tr_rec_pos >= rec.duration_s
+    cells = [("Recording", "ended" if ended else "playing" if playing(rec) else "paused"),
              ("Step", f"{step:,} / {net.train_cfg.steps:,}"),
              ("Train loss", f"{train['loss'].iloc[-1]:.3f}" if len(train) else "–"),
              ("Test accuracy", f"{test['accuracy'].iloc[-1]:.1%}" if len(test) else "–"),
