@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             info = {"name": name, "title": TITLES[name], "made_at": runs.now_iso(),
                     "machine": playback.machine(), "threads": threads, "settings": settings,
                     "wall_s": round(time.time() - started, 1), "load_before": load_before, "load_after": load(),
-                    "command": "python3 bench/make_recordings.py " + " ".join(argv if argv is not None
-                                                                              else sys.argv[1:]),
+                    "command": " ".join(["python3 bench/make_recordings.py",
+                                         *(argv if argv is not None else sys.argv[1:])]),
                     "runs": sorted(Path(d).name for d in run_dirs)}
             store(name, run_dirs, args.out, info)
     return 0

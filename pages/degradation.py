@@ -157,6 +157,7 @@ def summary(tab: pd.DataFrame) -> None:
 
 # ---------------------------------------------------------------- page
 
+playback_view.arrived(PAGE, "dg_")  # from another page: the recording resumes where it was
 notes = state.restore(PAGE, FIELDS)
 st.title("Degradation")
 st.caption("Is deeper always better? He et al. (2016) found that adding layers to a plain net made it worse, "

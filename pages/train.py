@@ -137,6 +137,7 @@ def _accuracy(value: float | None, status: str) -> str:
 
 # ---------------------------------------------------------------- page
 
+playback_view.arrived(PAGE, "tr_")  # from another page: the recording resumes where it was
 notes = state.restore(PAGE, FIELDS)
 st.title("Train")
 st.caption("Train a net live on real data and watch the gradient reach (or fail to reach) every layer. "

@@ -228,11 +228,11 @@ def fmt_clock(seconds: float) -> str:
 
 
 def advance(at_s: float, last_tick: float | None, now: float, speed: str, duration_s: float,
-            max_gap_s: float = 2.0) -> float:
+            max_gap_s: float = 10.0) -> float:
     """The recorded time reached from `at_s` after the wall seconds since `last_tick`, at `speed`.
 
-    A gap longer than `max_gap_s` (the page was left, the tab slept) plays nothing: coming back
-    resumes where the class left it rather than jumping ahead by the time away.
+    A gap longer than `max_gap_s` (the tab slept) plays nothing: coming back resumes where the
+    class left it rather than jumping ahead by the time away (a page switch clears the tick too).
     """
     dt = 0.0 if last_tick is None or not 0 <= now - last_tick <= max_gap_s else now - last_tick
     return min(duration_s, max(0.0, at_s) + dt * factor(speed, duration_s))

@@ -61,8 +61,21 @@ def label(name: str) -> str:
 def banner(rec: playback.Recording) -> None:
     what = "a run" if len(rec.runs) <= 2 else f"{len(rec.runs)} runs"
     st.info(f"**Recording** ({rec.made_on}): {rec.title}. Nothing trains now: this replays {what} the app "
-            f"recorded, at the speed chosen below. Its settings: {rec.settings_text()}. "
+            f"recorded, at the speed chosen below. Its settings: {rec.settings_text()}.{_load_note(rec)} "
             f"Remade by `bench/make_recordings.py`.", icon=":material/movie:")
+
+
+def _load_note(rec: playback.Recording) -> str:
+    """The load it was made under: its times are that machine's, busy as it was."""
+    loads = [x[0] for x in (rec.info.get("load_before"), rec.info.get("load_after"))
+             if isinstance(x, list) and x and isinstance(x[0], (int, float))]
+    return f" Load average while it was made: {max(loads):.1f} (the machine was shared)." if loads else ""
+
+
+def arrived(page: str, p: str) -> None:
+    """Called before the page's restore: coming from another page, the player resumes where it was."""
+    if state.last_page() != page:
+        ss.pop(p + _TICK, None)
 
 
 def controls(rec: playback.Recording, close, p: str = "tr_") -> None:

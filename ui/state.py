@@ -114,6 +114,11 @@ def _run_through_app() -> None:
         st.rerun()
 
 
+def last_page() -> str:
+    """The page the previous script run restored (before this run's restore): "" at first."""
+    return st.session_state.get(_PAGE, "")
+
+
 def restore(page: str, fields: Sequence[Field]) -> list[str]:
     """Seed widget state for `page`; return notes about URL values that were refused.
 
