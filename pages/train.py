@@ -178,7 +178,7 @@ try:
     est = estimates.run_seconds(cfg, train_config(), nets=2 if ss.tr_twin else 1)  # twins: two nets a step
 except (ConfigError, ValueError):
     est = 0.0
-if est > 300:
+if est > 300 and not (ss.tr_rec and playback_view.recording(ss.tr_rec)):  # a recording plays: Start is not the point
     st.warning(f"On this machine this run would take {speed.fmt_duration(est)} ({estimates.basis()}). "
                f"Try fewer steps (about {max(1, int(ss.tr_steps * 120 / est))} fit in two minutes), "
                "a smaller batch, or a smaller net.", icon=":material/hourglass_top:")

@@ -169,7 +169,10 @@ def view(name: str, fields) -> None:
     metrics = (pd.concat([m.assign(run=train_view.family(n)) for n, (m, _) in zip(shown, rows, strict=True)],
                          ignore_index=True) if twins else rows[0][0])
     fig = curves_figure(metrics)
-    fig.update_layout(title={"text": f"Recording · {net_label(shown[0].model_cfg)}", "font": {"size": 13}})
+    fig.update_layout(title={"text": f"Recording · {net_label(shown[0].model_cfg)} · {rec.made_on}", "x": 0.005,
+                             "xanchor": "left", "y": 0.985, "yanchor": "top", "yref": "container",
+                             "font": {"size": 13}},
+                      margin={"t": 75})  # the title on a line of its own, above the legend
     st.plotly_chart(fig, key="tr_curves", config=train_view.plot_config("recording-curves"), width="stretch")
     c1, c2 = st.columns([3, 1])
     kind = c1.radio("Heatmap", tuple(train_view.KIND_LABELS), key="tr_kind", format_func=train_view.KIND_LABELS.get,
