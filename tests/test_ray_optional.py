@@ -51,6 +51,16 @@ SCRIPT = textwrap.dedent("""
     with redirect_stderr(io.StringIO()) as said:
         out["cli_ray_rc"] = main(tiny)
     out["cli_ray_said"] = said.getvalue()
+
+    # The app on a server started with RESNET_RAY_ADDRESS but no Ray: one line, no traceback
+    from tests.apptest import open_page
+    os.environ["RESNET_RUNS_DIR"] = sys.argv[1] + "/app-runs"
+    train = open_page("train")
+    out["app_train"] = {"errors": [e.value for e in train.error], "exceptions": len(train.exception),
+                        "start": sum(b.key == "tr_start" for b in train.button)}
+    overview = open_page(None)
+    out["app_overview"] = {"errors": [e.value for e in overview.error], "exceptions": len(overview.exception),
+                           "charts": len(overview.get("plotly_chart"))}
     print(json.dumps(out))
 """)
 
@@ -68,3 +78,9 @@ def test_without_ray_nothing_imports_it_and_asking_for_it_says_what_to_install(t
     assert out["cli_ray_rc"] == 1
     said = out["cli_ray_said"].strip().splitlines()
     assert len(said) == 1 and "Ray is not installed" in said[0] and "requirements-ray.txt" in said[0]
+    train, overview = out["app_train"], out["app_overview"]
+    assert train["exceptions"] == 0 and overview["exceptions"] == 0
+    assert len(train["errors"]) == 1 and train["errors"][0].startswith("Training is off on this server: Ray is not "
+                                                                       "installed"), train
+    assert "requirements-ray.txt" in train["errors"][0] and train["start"] == 0  # no Start button to press
+    assert overview["errors"] == [] and overview["charts"] >= 1  # a page that does not train draws as ever

@@ -23,7 +23,7 @@ def _calibrating() -> object:
 def machine_speed() -> speed.Speed:
     """The best measured speed: a run training now, earlier records, the calibration (started in the
     background the first time none of these exists; until it ends the reference CPU's, said so)."""
-    got = speed.best(jobs=live.manager().jobs(), records=runs_view.saved_runs(), cache_file=cache_file())
+    got = speed.best(jobs=live.jobs(), records=runs_view.saved_runs(), cache_file=cache_file())
     if got is speed.REFERENCE:
         _calibrating()
     return got

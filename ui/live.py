@@ -20,15 +20,46 @@ _HISTORY = "_live_history"
 
 
 @st.cache_resource
-def manager() -> JobManager:
-    """One manager per server process, shared by every browser session."""
+def _manager_or_reason() -> tuple[JobManager | None, str]:
+    """The server's one job manager, or why it could not be made: a backend that cannot start (Ray asked
+    for by RESNET_RAY_ADDRESS but not installed, a cluster that does not answer, a RESNET_JOB_BACKEND that
+    names none) is the server's setting, fixed until it restarts, so the reason is kept as the manager is."""
     _limit_cpu_threads()
-    return JobManager(root=runs.default_root(), data_root=data.data_root(), idle_s=_idle_s())
+    try:
+        return JobManager(root=runs.default_root(), data_root=data.data_root(), idle_s=_idle_s()), ""
+    except (ImportError, ConnectionError, ValueError) as e:
+        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def unavailable() -> str:
+    """Why this server cannot train ("" when it can)."""
+    return _manager_or_reason()[1]
+
+
+def manager() -> JobManager:
+    """One manager per server process, shared by every browser session. Where there is none, the page
+    says why in one line (training is off on this server until it restarts) and stops there."""
+    m, reason = _manager_or_reason()
+    if m is None:
+        st.error(f"Training is off on this server: {reason}. Fix the setting and restart the server; "
+                 "the pages that do not train still work.", icon=":material/error:")
+        st.stop()
+    return m
+
+
+def jobs(owner: str | None = None) -> list[Job]:
+    """The server's jobs (of `owner`, where given); none on a server that cannot train."""
+    return [] if unavailable() else manager().jobs(owner=owner)
+
+
+manager.clear = _manager_or_reason.clear  # type: ignore[attr-defined]  # tests: a fresh manager per runs folder
 
 
 def warm() -> None:
     """At server start-up (app.py): the job manager, which starts warming its worker processes'
     forkserver; with the thread backend, PyTorch and the dataset in this process instead."""
+    if unavailable():
+        return
     if manager().backend.name == "thread":
         from resnet_core.train import warm_up
 

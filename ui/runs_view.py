@@ -70,7 +70,7 @@ def private_runs() -> bool:
 def own_names() -> set[str]:
     """Folder names of the records this browser made here: its jobs' records and its uploads."""
     owner = live.session_owner()
-    names = {Path(j.run_dir).name for j in live.manager().jobs(owner=owner) if j.run_dir}
+    names = {Path(j.run_dir).name for j in live.jobs(owner=owner) if j.run_dir}
     return names | set(st.session_state.get("cmp_uploaded", set()))
 
 
@@ -90,7 +90,7 @@ def catalogue() -> Catalogue:
             cat.damaged[rec.name] = rec.damaged
         else:
             cat.records[rec.name] = rec
-    for job in live.manager().jobs():
+    for job in live.jobs():
         if job.done or private_runs() and Path(job.run_dir or "").name not in mine:
             continue
         if not job.run_dir:
