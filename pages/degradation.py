@@ -28,7 +28,7 @@ FIELDS = [
                 allowed="the name of a shipped recording of the experiment ("
                         + (", ".join(playback_view.names(many=True)) or "none") + ")"),
     state.Field("dg_rec_speed", "fit", options=playback.SPEEDS),
-    state.Field("dg_rec_pos", 0.0, lo=0.0, hi=1e7),
+    state.Field("dg_rec_pos", 0.0, lo=0.0, hi=1e7, volatile=True),
     state.Field("dg_rec_play", True),
 ]
 PLOT = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "degradation"}}

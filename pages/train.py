@@ -36,7 +36,7 @@ TRAIN_FIELDS = [
     state.Field("tr_rec", "", check=lambda v: v == "" or v in playback_view.names(),
                 allowed="the name of a shipped recording (" + (", ".join(playback.list_recordings()) or "none") + ")"),
     state.Field("tr_rec_speed", "fit", options=playback.SPEEDS),
-    state.Field("tr_rec_pos", 0.0, lo=0.0, hi=1e7),  # recorded seconds reached
+    state.Field("tr_rec_pos", 0.0, lo=0.0, hi=1e7, volatile=True),  # recorded seconds reached
     state.Field("tr_rec_play", True),
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
