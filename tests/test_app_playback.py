@@ -92,6 +92,6 @@ def test_the_degradation_page_plays_the_experiments_recording(tmp_path, monkeypa
 def test_every_training_demo_links_its_quick_budget_and_its_recording():
     for key in ("twin56", "degradation"):
         labels = [label for label, _, _ in links(BY_KEY[key])]
-        assert len(labels) == 3 and labels[1].startswith("Quick") and labels[2].startswith("Play its recording")
+        assert labels == [BY_KEY[key].title, "… quick: about a minute", "… or play its recording"]
         caption = links(BY_KEY[key])[2][2]
         assert caption.startswith("**Recording** made on ") and "replayed in 30 s" in caption

@@ -221,26 +221,25 @@ def shipped(demo: Demo) -> playback.Recording | None:
     return rec if rec is not None and not rec.damaged else None
 
 
-QUICK_LABEL = "Quick: about a minute"
-RECORDING_LABEL = "Play its recording"
+QUICK_LABEL = "… quick: about a minute"  # under the demo's own link: the same demo, a short budget
+RECORDING_LABEL = "… or play its recording"
 
 
 def link_labels(demo: Demo) -> list[str]:
     """The labels of the demo's links (links() without their captions)."""
-    return [demo.title] + ([f"{QUICK_LABEL} · {demo.title}"] if demo.quick else []) \
-        + ([f"{RECORDING_LABEL} · {demo.title}"] if demo.recording and demo.recording in playback.list_recordings()
-           else [])
+    return [demo.title] + ([QUICK_LABEL] if demo.quick else []) \
+        + ([RECORDING_LABEL] if demo.recording and demo.recording in playback.list_recordings() else [])
 
 
 def links(demo: Demo) -> list[tuple[str, dict[str, str], str]]:
     """(label, query, caption) of each link a demo offers: itself, its quick budget, its recording."""
     out = [(demo.title, demo.query, f"{demo.said()} *{duration(demo)}*")]
     if demo.quick:
-        out.append((f"{QUICK_LABEL} · {demo.title}", demo.quick_query(),
+        out.append((QUICK_LABEL, demo.quick_query(),
                     f"{demo.quick_caption} *{duration(demo, demo.quick_query())}*"))
     rec = shipped(demo)
     if rec is not None:
-        out.append((f"{RECORDING_LABEL} · {demo.title}", demo.recording_query(),
+        out.append((RECORDING_LABEL, demo.recording_query(),
                     f"**Recording** {rec.made_on}: the full run, {speed.fmt_duration(rec.duration_s)} of training, "
                     f"replayed in {playback.FIT_S:.0f} s (or at 1x to 100x).{_ending(rec)}"))
     return out
@@ -263,6 +262,6 @@ def demo_links(container: Any = None, captions: bool = True) -> None:
         for i, (label, query, caption) in enumerate(links(demo)):
             target.page_link(demo.page, label=label, query_params=query, help=None if captions else caption,
                              icon=(":material/play_circle:", ":material/timer:", ":material/movie:")[
-                                 0 if i == 0 else 1 if label.startswith(QUICK_LABEL) else 2])
+                                 0 if i == 0 else 1 if label == QUICK_LABEL else 2])
             if captions:
                 target.caption(caption)
