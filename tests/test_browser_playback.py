@@ -37,15 +37,3 @@ def test_the_twin_recording_plays_on_the_train_page(page):
     page.wait_for_timeout(1500)
     screenshot(page, "playback_train_twin56")
 
-    # the degradation recording, paused at its end: the whole experiment's figure and table, labelled
-    dg = next(d for d in DEMOS if d.key == "degradation")
-    rec = playback.load_recording(playback.root() / "degradation")
-    query = "&".join(f"{k}={v}" for k, v in {**dg.recording_query(), "dg_rec_pos": str(rec.duration_s),
-                                                 "dg_rec_play": "0"}.items())
-    page.goto(f"{page.base_url}/degradation?{query}")
-    wait_for_app(page, timeout=180_000)
-    page.get_by_text(f"({rec.made_on})").first.wait_for(timeout=180_000)
-    page.wait_for_selector('.st-key-dg_figure [data-testid="stPlotlyChart"]', timeout=120_000)
-    assert page.get_by_text("8 of 8 runs done").count() == 1
-    page.wait_for_timeout(1500)
-    screenshot(page, "playback_degradation")
