@@ -37,13 +37,14 @@ from torch import nn
 
 from . import layout
 from .config import ModelConfig
+from .hooks import Hooks
 from .model import build_model, weighted_layers
 from .why.split import SplitGrads, share
 
 # ---------------------------------------------------------------- block-output hooks
 
 
-class _OutputGrads:
+class _OutputGrads(Hooks):
     """Keeps norm(dL/dh) for the output h of each module in `modules`, as a device tensor.
 
     A forward hook registers a tensor hook on the output, so the norm is taken of
@@ -53,32 +54,19 @@ class _OutputGrads:
     """
 
     def __init__(self, modules: Sequence[nn.Module], norm: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
         self.modules = list(modules)
         self.norm = norm
         self.record = True
         self.values: list[torch.Tensor | None] = [None] * len(self.modules)
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> _OutputGrads:
-        try:
-            for i, m in enumerate(self.modules):
-                self._handles.append(m.register_forward_hook(partial(self._on_forward, i)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        for i, m in enumerate(self.modules):
+            self.keep(m.register_forward_hook(partial(self._on_forward, i)))
 
     def _on_forward(self, i: int, module: nn.Module, args: Any, out: Any) -> None:
         # eval passes under no_grad produce outputs without a graph: nothing to hook
-        if self.record and self._handles and isinstance(out, torch.Tensor) and out.requires_grad:
+        if self.record and self.attached and isinstance(out, torch.Tensor) and out.requires_grad:
             out.register_hook(partial(self._on_grad, i))
 
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:

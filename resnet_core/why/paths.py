@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..hooks import Hooks
 
 BRANCH, SHORTCUT = "branch", "shortcut"
 
@@ -57,45 +58,32 @@ def _branch_end(block: nn.Module) -> nn.Module:
     return block.bn3 if hasattr(block, "bn3") else block.bn2
 
 
-class Tape:
+class Tape(Hooks):
     """Keeps, from one forward pass, each block's input, branch output, shortcut output and sum, so
     that a backward pass can be run block by block along any path (a context manager: hooks removed)."""
 
     def __init__(self, blocks: Sequence[nn.Module]):
+        super().__init__()
         self.blocks = list(blocks)
         self.taped = [_Taped() for _ in self.blocks]
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> Tape:
-        try:
-            for block, t in zip(self.blocks, self.taped, strict=True):
-                if not getattr(block, "skip", True):
-                    raise ValueError("path lengths need a residual net: a plain net has a single path")
-                pre = bool(getattr(block, "pre", False))
-                hooks = [(block, "pre", "x"), (_branch_end(block), "fwd", "f"), (block, "fwd", "out")]
-                if block.downsample is not None:
-                    hooks.append((block.downsample, "fwd", "s"))
-                if pre:  # nothing follows the addition: the output is the sum
-                    hooks.append((block, "fwd", "z"))
+    def attach(self) -> None:
+        for block, t in zip(self.blocks, self.taped, strict=True):
+            if not getattr(block, "skip", True):
+                raise ValueError("path lengths need a residual net: a plain net has a single path")
+            pre = bool(getattr(block, "pre", False))
+            hooks = [(block, "pre", "x"), (_branch_end(block), "fwd", "f"), (block, "fwd", "out")]
+            if block.downsample is not None:
+                hooks.append((block.downsample, "fwd", "s"))
+            if pre:  # nothing follows the addition: the output is the sum
+                hooks.append((block, "fwd", "z"))
+            else:
+                hooks.append((block.act3 if hasattr(block, "act3") else block.act2, "pre", "z"))
+            for module, kind, name in hooks:
+                if kind == "pre":
+                    self.keep(module.register_forward_pre_hook(partial(_keep_input, t, name)))
                 else:
-                    hooks.append((block.act3 if hasattr(block, "act3") else block.act2, "pre", "z"))
-                for module, kind, name in hooks:
-                    if kind == "pre":
-                        self._handles.append(module.register_forward_pre_hook(partial(_keep_input, t, name)))
-                    else:
-                        self._handles.append(module.register_forward_hook(partial(_keep_output, t, name)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+                    self.keep(module.register_forward_hook(partial(_keep_output, t, name)))
 
     def backward(self, grad_out: torch.Tensor, modes: Sequence[str]) -> torch.Tensor:
         """dL/d(first block's input) along the paths `modes` pick (each block: "branch" or "shortcut"),

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..hooks import Hooks
+
 
 def fork_modules(block: nn.Module) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
     """(branch entry, shortcut entry, sum reader) of one block: modules whose input a hook reads.
@@ -44,7 +46,7 @@ def fork_modules(block: nn.Module) -> tuple[nn.Module, nn.Module | None, nn.Modu
     return branch, None, block.act3 if hasattr(block, "act3") else block.act2
 
 
-class SplitGrads:
+class SplitGrads(Hooks):
     """norm(shortcut's part) and norm(branch's part) of the gradient at each block's fork.
 
     A context manager: its hooks are removed on exit. `norm` maps a gradient to a 0-d tensor
@@ -52,42 +54,29 @@ class SplitGrads:
     """
 
     def __init__(self, blocks: Sequence[nn.Module], norm: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
         self.blocks = list(blocks)
         self.norm = norm
         self.record = True
         self.shortcut: list[torch.Tensor | None] = [None] * len(self.blocks)
         self.branch: list[torch.Tensor | None] = [None] * len(self.blocks)
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> SplitGrads:
-        try:
-            for i, block in enumerate(self.blocks):
-                branch, shortcut, sum_reader = fork_modules(block)
-                self._handles.append(branch.register_forward_pre_hook(partial(self._alias, self.branch, i)))
-                if not getattr(block, "skip", True):
-                    continue  # a plain block: no shortcut, its part is 0
-                if shortcut is not None:
-                    self._handles.append(shortcut.register_forward_pre_hook(partial(self._alias, self.shortcut, i)))
-                elif sum_reader is not None:
-                    self._handles.append(sum_reader.register_forward_pre_hook(partial(self._on_sum, i)))
-                else:
-                    self._handles.append(block.register_forward_hook(partial(self._on_output, i)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def attach(self) -> None:
+        for i, block in enumerate(self.blocks):
+            branch, shortcut, sum_reader = fork_modules(block)
+            self.keep(branch.register_forward_pre_hook(partial(self._alias, self.branch, i)))
+            if not getattr(block, "skip", True):
+                continue  # a plain block: no shortcut, its part is 0
+            if shortcut is not None:
+                self.keep(shortcut.register_forward_pre_hook(partial(self._alias, self.shortcut, i)))
+            elif sum_reader is not None:
+                self.keep(sum_reader.register_forward_pre_hook(partial(self._on_sum, i)))
+            else:
+                self.keep(block.register_forward_hook(partial(self._on_output, i)))
 
     def _live(self, t: Any) -> bool:
         # eval passes under no_grad make tensors without a graph: nothing to hook
-        return self.record and bool(self._handles) and isinstance(t, torch.Tensor) and t.requires_grad
+        return self.record and self.attached and isinstance(t, torch.Tensor) and t.requires_grad
 
     def _alias(self, slot: list, i: int, module: nn.Module, args: tuple) -> tuple | None:
         if not args or not self._live(args[0]):
