@@ -34,7 +34,7 @@ TRAIN_FIELDS = [
                 allowed="a job id of 16 hex digits, or nothing"),
     # a shipped recording played instead of a run (ui/playback_view.py): its name, speed, position, playing
     state.Field("tr_rec", "", check=lambda v: v == "" or v in playback_view.names(),
-                allowed="the name of a shipped recording (" + (", ".join(playback.list_recordings()) or "none") + ")"),
+                allowed="the name of a shipped recording (" + (", ".join(playback_view.names()) or "none") + ")"),
     state.Field("tr_rec_speed", "fit", options=playback.SPEEDS),
     state.Field("tr_rec_pos", 0.0, lo=0.0, hi=1e7, volatile=True),  # recorded seconds reached
     state.Field("tr_rec_play", True),

@@ -95,3 +95,12 @@ def test_every_training_demo_links_its_quick_budget_and_its_recording():
         assert labels == [BY_KEY[key].title, "… quick: about a minute", "… or play its recording"]
         caption = links(BY_KEY[key])[2][2]
         assert caption.startswith("**Recording** made on ") and "replayed in 30 s" in caption
+
+
+def test_a_recording_that_is_not_shipped_is_refused_with_the_names_allowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_RUNS_DIR", str(tmp_path))
+    at = follow_link("train", {"tr_rec": "degradation", "tr_rec_speed": "3x"}, timeout=120)  # not a Train recording
+    notes = " ".join(w.value for w in at.warning)
+    assert "tr_rec='degradation' was ignored (allowed: the name of a shipped recording (twin56))" in notes
+    assert "tr_rec_speed='3x' was ignored (allowed: one of 1x, 10x, 40x, 100x, fit)" in notes
+    assert at.session_state["tr_rec"] == "" and not any("**Recording**" in i.value for i in at.info)
