@@ -228,7 +228,7 @@ def fmt_clock(seconds: float) -> str:
 
 
 def advance(at_s: float, last_tick: float | None, now: float, speed: str, duration_s: float,
-            max_gap_s: float = 10.0) -> float:
+            max_gap_s: float = 30.0) -> float:
     """The recorded time reached from `at_s` after the wall seconds since `last_tick`, at `speed`.
 
     A gap longer than `max_gap_s` (the tab slept) plays nothing: coming back resumes where the

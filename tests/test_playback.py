@@ -131,7 +131,7 @@ def test_speeds_positions_and_ticks():
     assert playback.position(3.0, "fit", 1200) == 120 and playback.position(100.0, "fit", 1200) == 1200
     assert playback.wall_seconds("40x", 1200) == 30
     assert playback.advance(5.0, 100.0, 100.5, "40x", 1000) == 25.0
-    assert playback.advance(5.0, 100.0, 130.0, "40x", 1000) == 5.0  # asleep for 30 s: resume, do not jump
+    assert playback.advance(5.0, 100.0, 160.0, "40x", 1000) == 5.0  # asleep for a minute: resume, do not jump
     assert playback.advance(995.0, 100.0, 101.0, "40x", 1000) == 1000.0  # capped at the end
     assert playback.advance(5.0, None, 101.0, "40x", 1000) == 5.0  # the first tick plays nothing
     with pytest.raises(ValueError, match="speed"):
