@@ -8,12 +8,12 @@ import re
 import pandas as pd
 import streamlit as st
 
-from resnet_core import experiments, speed
+from resnet_core import experiments, playback, speed
 from resnet_core.config import ConfigError
 from resnet_core.experiments import DEPTH_CHOICES, Degradation
 from resnet_core.figures.degradation import degradation_figure
 from resnet_core.limits import LIMITS, LimitError
-from ui import estimates, live, state
+from ui import estimates, live, playback_view, state
 
 PAGE = "degradation"
 FIELDS = [
@@ -23,6 +23,13 @@ FIELDS = [
     state.Field("dg_batch_size", Degradation.batch_size, lo=1, hi=LIMITS.max_batch_size),
     state.Field("dg_jobs", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}(,[0-9a-f]{16}){0,31}", v),
                 allowed="up to 32 job ids of 16 hex digits, separated by commas"),
+    # a shipped recording of the experiment played instead (ui/playback_view.py)
+    state.Field("dg_rec", "", check=lambda v: v == "" or v in playback_view.names(many=True),
+                allowed="the name of a shipped recording of the experiment ("
+                        + (", ".join(playback_view.names(many=True)) or "none") + ")"),
+    state.Field("dg_rec_speed", "fit", options=playback.SPEEDS),
+    state.Field("dg_rec_pos", 0.0, lo=0.0, hi=1e7, volatile=True),
+    state.Field("dg_rec_play", True),
 ]
 PLOT = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "degradation"}}
 ss = st.session_state
@@ -39,6 +46,7 @@ def start() -> None:
         ss["dg_error"] = str(e)
         return
     ss["dg_error"] = ""
+    ss["dg_rec"] = ""  # the experiment's own runs replace the recording
     ss["dg_jobs"] = ",".join(ids)
 
 
@@ -60,6 +68,32 @@ def table(ids: list[str]) -> pd.DataFrame:
     return experiments.results(seen[i] for i in ids if i in seen)
 
 
+def recording_table(name: str) -> pd.DataFrame:
+    """The experiment's table as it stood at the recording's position (advanced while it plays)."""
+    rec = playback_view.recording(name)
+    at = playback_view.tick(rec, "dg_")
+    rows = [experiments.result_row(r.model, r.train.steps, state_, step, m, run_dir=str(r.path))
+            for r, (state_, step), (m, _) in zip(rec.runs, playback.states(rec, at), playback.visible(rec, at),
+                                                 strict=True)]
+    return experiments.results(rows)
+
+
+def recording_view(name: str) -> None:
+    rec = playback_view.recording(name)
+    tab = recording_table(name)
+    st.markdown(f"**Recording** · {rec.title} · {rec.made_on} · recorded time "
+                f"{playback.fmt_clock(ss.dg_rec_pos)} of {playback.fmt_clock(rec.duration_s)} · "
+                f"{playback.speed_label(ss.dg_rec_speed, rec.duration_s)}")
+    draw(tab, recording=True)
+    state.publish(FIELDS)  # the position moved in a fragment rerun: the URL keeps it
+    if not playback_view.playing(rec, "dg_") and ss.pop("dg_rec_was_playing", False):
+        st.rerun()
+
+
+def close_recording() -> None:
+    ss["dg_rec"] = ""
+
+
 def results_view(ids: list[str]) -> None:
     tab = table(ids)
     missing = len(ids) - len(tab)
@@ -68,10 +102,19 @@ def results_view(ids: list[str]) -> None:
                    "(it restarted, or the link came from elsewhere).", icon=":material/link_off:")
     if tab.empty:
         return
+    draw(tab)
+    done, total = experiments.progress(tab)
+    if done == total and ss.get("dg_was_active"):
+        ss["dg_was_active"] = False
+        st.rerun()  # a full rerun switches the refresh off and enables Run again
+
+
+def draw(tab: pd.DataFrame, recording: bool = False) -> None:
+    """Progress, figure, summary and table of the experiment's rows (live, or a recording's)."""
     done, total = experiments.progress(tab)
     st.progress(done / total, text=f"{done} of {total} runs done")
     running = tab[~tab["state"].isin(experiments.DONE)]
-    if len(running):
+    if len(running) and not recording:
         now = running.iloc[0]
         st.caption(f":material/autorenew: {now['family']}-{now['depth']}: {now['state']}, step {now['step']:,} "
                    f"of {now['steps']:,}. This view refreshes every second. The runs go on if you switch pages, "
@@ -79,8 +122,10 @@ def results_view(ids: list[str]) -> None:
                    "to this page now and then.")
     steps = int(tab["steps"].max())
     st.plotly_chart(degradation_figure(tab, steps=steps), key="dg_figure", config=PLOT, width="stretch")
-    st.caption("Coloured lines: our runs, measured here (final training loss = mean over the last tenth of the "
-               "steps; test error on the held-out digits). Black diamonds: **the paper's figures, not ours**: "
+    st.caption(("Coloured lines: the recording's runs, measured on the machine named above" if recording else
+                "Coloured lines: our runs, measured here")
+               + " (final training loss = mean over the last tenth of the steps; test error on the held-out "
+               "digits). Black diamonds: **the paper's figures, not ours**: "
                "He et al. 2016 (Table 6), ResNets trained for 64,000 steps on CIFAR-10, test error 8.75% (20 "
                "layers), 7.51% (32), 7.17% (44), 6.97% (56), 6.43% (110). The paper reports its plain nets "
                "only as curves (Fig. 6), where plain-56 ends with higher training and test error than plain-20: "
@@ -92,9 +137,6 @@ def results_view(ids: list[str]) -> None:
                  hide_index=True, width="stretch",
                  column_config={"train loss": st.column_config.NumberColumn(format="%.4f"),
                                 "test error": st.column_config.NumberColumn(format="percent")})
-    if done == total and ss.get("dg_was_active"):
-        ss["dg_was_active"] = False
-        st.rerun()  # a full rerun switches the refresh off and enables Run again
 
 
 def summary(tab: pd.DataFrame) -> None:
@@ -115,6 +157,7 @@ def summary(tab: pd.DataFrame) -> None:
 
 # ---------------------------------------------------------------- page
 
+playback_view.arrived(PAGE, "dg_")  # from another page: the recording resumes where it was
 notes = state.restore(PAGE, FIELDS)
 st.title("Degradation")
 st.caption("Is deeper always better? He et al. (2016) found that adding layers to a plain net made it worse, "
@@ -152,7 +195,25 @@ b[1].button("Stop", icon=":material/stop:", key="dg_stop", disabled=not active, 
 if ss.get("dg_error"):
     st.error(ss["dg_error"], icon=":material/block:")
 
-if not ids:
+recordings = playback_view.names(many=True)
+if recordings:
+    st.selectbox("Or play a recording of the experiment", ["", *recordings], key="dg_rec",
+                 format_func=playback_view.label, on_change=lambda: ss.update(dg_rec_pos=0.0, dg_rec_play=True),
+                 help="Real runs of this experiment recorded with this app on a named machine and date, shipped "
+                      "with it (recordings/), replayed at any speed.")
+if ss.dg_rec and playback_view.recording(ss.dg_rec) is not None:
+    rec = playback_view.recording(ss.dg_rec)
+    playback_view.banner(rec)
+    if rec.damaged:
+        st.error(f"The recording cannot be played: {rec.damaged}", icon=":material/block:")
+    else:
+        playback_view.controls(rec, close_recording, "dg_")
+        if playback_view.playing(rec, "dg_"):
+            ss["dg_rec_was_playing"] = True
+            st.fragment(run_every=0.5)(recording_view)(ss.dg_rec)
+        else:
+            recording_view(ss.dg_rec)
+elif not ids:
     st.info("Press **Run the experiment** to queue the nets. The figure fills in as they finish.",
             icon=":material/stacked_line_chart:")
 elif active:

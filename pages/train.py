@@ -8,12 +8,12 @@ import re
 import pandas as pd
 import streamlit as st
 
-from resnet_core import data, speed
+from resnet_core import data, playback, speed
 from resnet_core.config import ConfigError, ModelConfig, make_train_config, net_label
 from resnet_core.device import DEVICES
 from resnet_core.limits import LIMITS, LimitError
 from resnet_core.train import DATASET_SHAPES
-from ui import estimates, live, runs_view, state, train_view
+from ui import estimates, live, playback_view, runs_view, state, train_view
 from ui.controls import model_controls, model_fields
 
 PAGE, P = "train", "tr_"
@@ -32,6 +32,12 @@ TRAIN_FIELDS = [
     state.Field("tr_scrub", 0, lo=0, hi=LIMITS.max_steps),  # 0: follow the latest logged step
     state.Field("tr_job", "", check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{16}", v) is not None,
                 allowed="a job id of 16 hex digits, or nothing"),
+    # a shipped recording played instead of a run (ui/playback_view.py): its name, speed, position, playing
+    state.Field("tr_rec", "", check=lambda v: v == "" or v in playback_view.names(),
+                allowed="the name of a shipped recording (" + (", ".join(playback_view.names()) or "none") + ")"),
+    state.Field("tr_rec_speed", "fit", options=playback.SPEEDS),
+    state.Field("tr_rec_pos", 0.0, lo=0.0, hi=1e7, volatile=True),  # recorded seconds reached
+    state.Field("tr_rec_play", True),
 ]
 FIELDS = [*model_fields(P), *TRAIN_FIELDS]
 ss = st.session_state
@@ -53,6 +59,21 @@ def training_controls() -> None:
         st.selectbox("Schedule", ("onecycle", "cosine", "constant"), key="tr_schedule")
         st.number_input("Seed", 0, 2**31 - 1, step=1, key="tr_seed")
         st.selectbox("Device", DEVICES, key="tr_device", help="auto: CUDA, then Apple MPS, then the CPU.")
+    recordings = playback_view.names()
+    if recordings:
+        with st.sidebar.expander("Recordings", expanded=bool(ss.tr_rec)):
+            st.selectbox("Play a recording", ["", *recordings], key="tr_rec", format_func=playback_view.label,
+                         on_change=_new_recording,
+                         help="Real runs recorded with this app on a named machine and date, shipped with it "
+                              "(recordings/), replayed at any speed: a long run in front of a class in seconds.")
+
+
+def _new_recording() -> None:
+    ss["tr_rec_pos"], ss["tr_rec_play"], ss["tr_scrub"] = 0.0, True, 0
+
+
+def close_recording() -> None:
+    ss["tr_rec"] = ""
 
 
 def train_config():
@@ -80,6 +101,7 @@ def start(cfg: ModelConfig) -> None:
         ss["tr_error"] = str(e)
         return
     ss["tr_error"] = ""
+    ss["tr_rec"] = ""  # a run of one's own replaces the recording on the view
     ss["tr_job"] = job_id
     ss["tr_scrub"] = 0  # a new run: the scrubber follows its latest step
 
@@ -115,6 +137,7 @@ def _accuracy(value: float | None, status: str) -> str:
 
 # ---------------------------------------------------------------- page
 
+playback_view.arrived(PAGE, "tr_")  # from another page: the recording resumes where it was
 notes = state.restore(PAGE, FIELDS)
 st.title("Train")
 st.caption("Train a net live on real data and watch the gradient reach (or fail to reach) every layer. "
@@ -155,13 +178,15 @@ try:
     est = estimates.run_seconds(cfg, train_config(), nets=2 if ss.tr_twin else 1)  # twins: two nets a step
 except (ConfigError, ValueError):
     est = 0.0
-if est > 300:
+if est > 300 and not (ss.tr_rec and playback_view.recording(ss.tr_rec)):  # a recording plays: Start is not the point
     st.warning(f"On this machine this run would take {speed.fmt_duration(est)} ({estimates.basis()}). "
                f"Try fewer steps (about {max(1, int(ss.tr_steps * 120 / est))} fit in two minutes), "
                "a smaller batch, or a smaller net.", icon=":material/hourglass_top:")
 
 shown = train_view.jobs_shown(live.manager().get(ss.get("tr_job", "")))
-if not shown:
+if ss.tr_rec and playback_view.show(ss.tr_rec, FIELDS, close=close_recording):
+    pass  # a recording plays on the live view; Start trains a run of one's own instead
+elif not shown:
     when = (f" On this machine it takes {speed.fmt_duration(est)} ({estimates.basis()})." if est > 0 else "")
     st.info("Press **Start** to train." + when, icon=":material/play_arrow:")
     train_view.preview(cfg)

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlparse
 import pytest
 
 from tests.conftest import screenshot, wait_for_app
-from ui.classroom import DEMOS
+from ui.classroom import DEMOS, link_labels
 
 pytestmark = pytest.mark.browser
 BY_KEY = {d.key: d for d in DEMOS}
@@ -72,7 +72,7 @@ def test_sidebar_demo_titles_are_not_cut(page):
         .filter(p => p.offsetWidth)  // the demos' links: the page links above them are the navigation
         .map(p => [p.textContent, p.scrollWidth, p.clientWidth, p.getBoundingClientRect().right,
                    p.closest('[data-testid="stSidebar"]').getBoundingClientRect().right])""")
-    assert sorted(t for t, *_ in labels) == sorted(d.title for d in DEMOS)
+    assert sorted(t for t, *_ in labels) == sorted(label for d in DEMOS for label in link_labels(d))
     for title, scroll, client, right, sidebar_right in labels:
         assert scroll <= client and right <= sidebar_right, title  # whole, and inside the sidebar
     screenshot(page, "links_sidebar_demos")

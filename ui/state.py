@@ -36,6 +36,9 @@ class Field:
     hi: float | None = None
     check: Callable[[Any], bool] | None = None  # extra validity test for the parsed value
     allowed: str = "a valid value"  # what `check` accepts, in words, for the note on a refused value
+    # The page itself moves it on every refresh (a recording's position): the browser's address lags
+    # behind it, so it never tells by itself that a link was followed; a link's value is still read.
+    volatile: bool = False
 
     def parse(self, raw: str) -> Any:
         """The value a query-string text stands for; ValueError if it stands for none allowed."""
@@ -114,6 +117,11 @@ def _run_through_app() -> None:
         st.rerun()
 
 
+def last_page() -> str:
+    """The page the previous script run restored (before this run's restore): "" at first."""
+    return st.session_state.get(_PAGE, "")
+
+
 def restore(page: str, fields: Sequence[Field]) -> list[str]:
     """Seed widget state for `page`; return notes about URL values that were refused.
 
@@ -127,9 +135,10 @@ def restore(page: str, fields: Sequence[Field]) -> list[str]:
     # by a link, or a link (a classroom preset) followed from another page. Otherwise it
     # still holds the values of the run before a widget change, which must not undo it.
     ss[_PAGE] = page
-    ours = {f.key for f in fields}
+    ours = {f.key for f in fields if not f.volatile}
     outside = {k: params.get(k) for k in params if k in ours}
-    from_link = bool(outside) and outside != ss.get(_SEEN + page)
+    seen = ss.get(_SEEN + page)
+    from_link = bool(outside) and outside != (None if seen is None else {k: v for k, v in seen.items() if k in ours})
     if from_link:
         # A page link followed from its own page (a classroom demo) reruns the page with the link's
         # query string, yet the browser keeps the address it had: publish must write the URL even
