@@ -84,6 +84,12 @@ def from_rate(model: ModelConfig, samples_per_s: float, nets: int = 1) -> float 
     return 1.0 / (samples_per_s * 3.0 * forward_flops(model) * nets)
 
 
+# A run's time also holds what does not grow with its FLOPs (the worker's start, the data, the first
+# step's warm-up): over a few steps it dominates, and a 4-step run of a tiny net timed a 30-step
+# ResNet-20 twin run at 8 hours. Records of fewer steps are not timed.
+MIN_TIMED_STEPS = 20
+
+
 def from_records(records: Iterable[Any], newest: int = 12) -> Speed | None:
     """The median speed of the newest finished CPU records (runs.RunRecord) worth timing."""
     figures: list[float] = []
@@ -94,7 +100,8 @@ def from_records(records: Iterable[Any], newest: int = 12) -> Speed | None:
         seconds, steps = final.get("seconds"), final.get("step")
         device = str(rec.meta.get("device", "cpu"))
         if rec.damaged or rec.model is None or rec.train is None or rec.status != "finished" \
-                or not seconds or not steps or seconds < 2 or "cuda" in device or "mps" in device:
+                or not seconds or not steps or int(steps) < MIN_TIMED_STEPS or seconds < 2 \
+                or "cuda" in device or "mps" in device:
             continue
         nets = 2 if rec.meta.get("twin") else 1
         # a run stopped early: the steps it did, with the evaluations of the whole run scaled down

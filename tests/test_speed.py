@@ -45,6 +45,16 @@ def test_unfinished_and_gpu_records_are_not_timed(tmp_path, monkeypatch):
     assert speed.best(records=[stopped]) is speed.REFERENCE
 
 
+def test_a_run_of_a_few_steps_is_not_timed(tmp_path):
+    """Its fixed start-up cost would pass for slowness: 20 steps in 10 s is timed, 4 steps in 10 s is not."""
+    rec = runs.load_run(write_record(tmp_path, "r", skip=True), tables=False)
+    assert speed.from_records([rec]) is not None and int(rec.meta["final"]["step"]) == speed.MIN_TIMED_STEPS
+    short = runs.load_run(write_record(tmp_path, "short", skip=True), tables=False)
+    short.meta["final"] = {**short.meta["final"], "step": 4}
+    assert speed.from_records([short]) is None
+    assert speed.from_records([short, rec]).seconds_per_flop == speed.from_records([rec]).seconds_per_flop
+
+
 def test_calibration_is_read_back_from_its_cache_for_this_machine_only(tmp_path, monkeypatch):
     cache = tmp_path / "speed.json"
     monkeypatch.setattr(speed, "_calibrated", {})
