@@ -157,6 +157,14 @@ def restore(page: str, fields: Sequence[Field]) -> list[str]:
                 continue
         if f.key not in ss:
             ss[f.key] = ss.get(_SHADOW + f.key, f.default)
+    # Every full run sends each widget its value, not only the run that first set it. An app-wide
+    # rerun (a fragment's st.rerun) that overtakes a page's first run in a busy browser otherwise
+    # leaves the tab showing the widgets' own defaults (the first option, the minimum) while the
+    # server keeps the session's values, and the next click sends those defaults back: a Train tab
+    # then trained ResNet-18 for 1 step. A value assigned before its widget is drawn goes with it.
+    for f in fields:
+        if f.key in ss:
+            ss[f.key] = ss[f.key]
     return _kept_notes(page, fields, notes, from_link)
 
 
