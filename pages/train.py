@@ -196,4 +196,4 @@ elif train_view.active(shown):
 else:
     train_view.live_view(shown[0].id, FIELDS)
 # While something trains, the table's steps and states refresh too (less often: it reads the disk).
-st.fragment(run_every=2.0 if shown and train_view.active(shown) else None)(runs_table)()
+st.fragment(run_every=train_view.table_refresh_s(shown))(runs_table)()

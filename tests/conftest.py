@@ -129,6 +129,16 @@ def wait_for_app(tab, timeout: float = 60_000) -> None:
     tab.wait_for_timeout(300)
 
 
+def wait_or_say(tab, selector: str, timeout: float, name: str) -> None:
+    """wait_for_selector, and if it times out, a screenshot `name` and the page's text in the failure."""
+    try:
+        tab.wait_for_selector(selector, timeout=timeout)
+    except Exception as e:
+        screenshot(tab, name)
+        raise AssertionError(f"{selector} did not show in {timeout / 1000:.0f} s (screenshot {name}.png); "
+                             f"the page says: {tab.inner_text('body')[:1500]}") from e
+
+
 def screenshot(tab, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

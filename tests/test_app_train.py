@@ -201,3 +201,25 @@ def test_own_runs_are_listed_first(tmp_path, monkeypatch):
     listing = [r.name for r in runs_view.saved_runs()]
     monkeypatch.setattr(runs_view, "own_names", lambda: {listing[-1]})  # this browser made the last one
     assert [r.name for r in runs_view.visible_runs()] == [listing[-1], *listing[:-1]]
+
+
+def test_the_live_view_refreshes_more_slowly_while_the_machine_is_busy(app, monkeypatch):
+    import os
+
+    from resnet_core import refresh
+
+    small_run(app, steps=400)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # 9 processes for the core training leaves
+    app.button(key="tr_start").click().run()
+    job = current_job()
+    wait_until(app, lambda: job.state == "running" and app.session_state["tr_refresh_s"] == 4.0)
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 3  # the full rerun that set the new interval drew the live view
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    monkeypatch.setattr(refresh, "DUTY", 0.0)  # the load alone (this machine's redraw time varies with its load)
+    app.session_state["tr_refresh_at"] = 0.0  # as if the interval had held for longer than SWITCH_AFTER_S
+    app.run()
+    assert app.session_state["tr_refresh_s"] == 0.5  # a quiet machine: back to the base
+    app.button(key="tr_stop").click().run()

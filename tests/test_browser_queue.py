@@ -34,6 +34,9 @@ def test_more_tabs_do_not_multiply_a_browsers_queue(browser, tmp_path):
         contexts.append(first)
         press_start(tab1)
         tab1.wait_for_selector("text=running", timeout=60_000)
+        # The run goes on with its tab on another site (the idle rule allows 10 minutes unwatched), and a
+        # live view redrawing twice a second in it would take the core the other tabs need.
+        tab1.goto("about:blank")
 
         tab2 = first.new_page()  # the same browser: another tab
         tab2.goto(f"{url}/train?{LONG}")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import screenshot, wait_for_app
+from tests.conftest import screenshot, wait_for_app, wait_or_say
 
 pytestmark = pytest.mark.browser
 
@@ -52,7 +52,7 @@ def test_train_page_start_pause_resume_stop(page):
     other = tab.context.new_page()
     other.goto(tab.url)
     wait_for_app(other)
-    other.wait_for_selector(f"{HEATMAP} .heatmaplayer image", timeout=30_000)
+    wait_or_say(other, f"{HEATMAP} .heatmaplayer image", 90_000, "train-reopened-no-heatmap")
     other.close()
 
     tab.get_by_role("button", name="Stop").click()

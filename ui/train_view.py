@@ -1,14 +1,17 @@
 """The Train page's live view: one run, or a residual net and its plain twin side by side, and the
 time scrubber that replays how their gradients changed. Drawn inside the page's fragment, which
-reruns every half second while a run trains.
+reruns every half second to 4 s while a run trains (resnet_core/refresh.py).
 """
 
 from __future__ import annotations
 
+import os
+import time
+
 import pandas as pd
 import streamlit as st
 
-from resnet_core import compare
+from resnet_core import compare, refresh
 from resnet_core.anatomy import describe
 from resnet_core.config import ModelConfig
 from resnet_core.figures.diagram import architecture_figure
@@ -198,14 +201,41 @@ def preview(cfg: ModelConfig) -> None:
 
 
 def refresh_s(jobs: list[Job]) -> float:
-    """How often the live view redraws: every half second while a run trains, every 2 s while it
-    only waits in the queue. A whole class's queued runs poll at once, and at half a second their
-    redraws took the server's every cycle from the one run training (bench/load_test.py)."""
-    return 2.0 if all(j.state == "queued" for j in jobs) else 0.5
+    """How often the live view redraws: every 2 s while a run only waits in the queue (a whole class's
+    queued runs poll at once, and at half a second their redraws took the server's every cycle from
+    the one run training: bench/load_test.py); while it trains, at the interval the live view chose
+    from its own redraw time and the machine's load (resnet_core/refresh.py), from half a second
+    (RESNET_LIVE_REFRESH_S) on a machine with room to 4 s on a busy one."""
+    return 2.0 if all(j.state == "queued" for j in jobs) else _training_refresh_s()
+
+
+def _training_refresh_s() -> float:
+    return float(ss.get("tr_refresh_s") or refresh.base_interval())
+
+
+def table_refresh_s(jobs: list[Job]) -> float | None:
+    """The runs table, while something trains: four times slower than the live view, at least every 2 s
+    (it reads the records on disk, and the browser redraws the whole table)."""
+    return max(2.0, 4 * refresh_s(jobs)) if jobs and active(jobs) else None
+
+
+def _pace(started: float) -> None:
+    """After a live redraw that began at `started` (perf_counter): move the refresh to the interval
+    this redraw's wall time and the load average call for; the new interval takes a full rerun."""
+    took = time.perf_counter() - started
+    avg = ss.get("tr_redraw_s")
+    ss["tr_redraw_s"] = avg = took if avg is None else 0.7 * avg + 0.3 * took  # smoothed over a few redraws
+    current = _training_refresh_s()  # the interval the page's fragment was given
+    wanted = refresh.live_interval(avg, os.getloadavg()[0], os.cpu_count() or 1, base=refresh.base_interval())
+    now = time.monotonic()
+    if refresh.should_switch(current, wanted, now - ss.get("tr_refresh_at", 0.0)):
+        ss["tr_refresh_s"], ss["tr_refresh_at"] = wanted, now
+        st.rerun()  # a full rerun gives the fragment its new run_every
 
 
 def live_view(job_id: str, fields: list[state.Field]) -> None:
     """Status, curves, heatmaps, scrubber and diagrams of the followed run (and its twin)."""
+    started = time.perf_counter()
     jobs = jobs_shown(live.manager().get(job_id))
     if not jobs:
         return
@@ -217,7 +247,7 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
         st.caption("Waiting in the queue: the charts appear as soon as the run starts.")
         return
     if ss.pop("tr_was_queued", False):
-        st.rerun()  # it left the queue: a full rerun redraws every half second from now on
+        st.rerun()  # it left the queue: a full rerun gives the fragment the live interval from now on
     histories = [live.history(job) for job in jobs]
     metrics = (pd.concat([h.metrics.assign(run=family(j)) for j, h in zip(jobs, histories, strict=True)],
                          ignore_index=True) if twins else histories[0].metrics)
@@ -235,4 +265,6 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
     state.publish(fields)  # in a fragment rerun the widgets above changed without the page's own publish
     if not active(jobs) and ss.get("tr_was_active"):
         ss["tr_was_active"] = False
-        st.rerun()  # a full rerun switches the once-a-half-second refresh off
+        st.rerun()  # a full rerun switches the refresh off
+    if active(jobs):
+        _pace(started)

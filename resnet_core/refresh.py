@@ -1,0 +1,52 @@
+"""How often a live page redraws while a run trains: more slowly while the machine is busy.
+
+A student's laptop runs the server, the training and the browser on the same few cores. Each
+redraw of the Train page's live view costs the server its fragment rerun and figure building and
+the browser its drawing (bench/bench_watch.py measured ~0.2 s and ~0.4 s of CPU a redraw on a
+2-core machine), and at two redraws a second that took most of the core the training needed
+(bench/RESULTS.md). So the interval grows with two measured signals:
+
+- the redraw's own wall time: a redraw that took `t` seconds is asked for at most every
+  DUTY x `t` seconds, so one page keeps the server busy at most 1/DUTY of the time;
+- the 1-minute load average beyond the cores the training leaves free: with `cores` cores and one
+  of them training, a load of L has L / (cores - 1) processes wanting each spare core, and the
+  interval is the base times that (a machine with room keeps the base).
+
+The interval is rounded up to a rung of LADDER, so that small changes in the signals do not
+change it (a change costs the page a full rerun), and never exceeds the ladder's top.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+BASE_S = 0.5  # the live view's interval on a machine with room (RESNET_LIVE_REFRESH_S overrides)
+LADDER = (0.5, 1.0, 2.0, 4.0)  # the intervals a live view uses; the last is the slowest
+DUTY = 5.0  # a redraw that took t seconds comes at most every DUTY * t seconds
+SWITCH_AFTER_S = 10.0  # a live view changes its interval at most this often
+
+
+def base_interval(env: dict[str, str] | None = None) -> float:
+    """The shortest interval: RESNET_LIVE_REFRESH_S (0.1 to 10 s), else BASE_S."""
+    raw = (os.environ if env is None else env).get("RESNET_LIVE_REFRESH_S", "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return BASE_S
+    return value if 0.1 <= value <= 10.0 else BASE_S
+
+
+def live_interval(redraw_s: float, load: float, cores: int, base: float = BASE_S) -> float:
+    """Seconds between a live view's redraws, given its last redraw's wall time, the 1-minute load
+    average and the machine's cores: a rung of the ladder from `base` up (never below `base`)."""
+    spare = max(1, cores - 1)  # one core trains
+    wanted = max(base, DUTY * max(0.0, redraw_s), base * load / spare if math.isfinite(load) else base)
+    rungs = [base, *(r for r in LADDER if r > base)]
+    return next((r for r in rungs if r >= wanted - 1e-9), rungs[-1])
+
+
+def should_switch(current: float, wanted: float, since_s: float) -> bool:
+    """Whether a live view refreshing every `current` seconds moves to `wanted`, `since_s` seconds
+    after its last change: only to another rung, and not sooner than SWITCH_AFTER_S."""
+    return not math.isclose(current, wanted) and since_s >= SWITCH_AFTER_S
