@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +34,49 @@ CHROMIUM_ARGS = [
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+# The slowest test files, slowest first (seconds in one process on a loaded 2-core machine, from
+# `pytest --durations=0`). pytest-xdist hands out whole files in collection order, so these start
+# first and the small files fill in the end: a long file started last kept one worker busy alone
+# for minutes. Files not named here follow in their own order.
+SLOW_FILES = (
+    "test_browser_navigation.py", "test_browser_why.py", "test_browser_present.py", "test_browser_faults.py",
+    "test_browser_train_twins.py", "test_browser_architecture.py", "test_fuzz_app.py", "test_browser_queue.py",
+    "test_browser_compare.py", "test_faults.py", "test_ray.py", "test_browser_overview.py",
+    "test_browser_train.py", "test_browser_gradient_flow.py", "test_browser_inspect.py", "test_probe.py",
+    "test_browser_links.py", "test_cli_train.py", "test_ray_optional.py", "test_onednn_route.py",
+    "test_app_why.py", "test_classroom.py", "test_app_gradient_flow.py", "test_model.py", "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+# A test server's first visit measures this machine's training speed for the pages' estimates (a few
+# seconds of CPU: resnet_core/speed.py) and keeps it in its data root's speed.json. Each test server
+# has a data root of its own, so the first measurement made in this test run is handed to the next
+# servers, as a teacher's server keeps it from one start to the next.
+SPEED_CACHE = Path(f"/tmp/resnet-speed-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}.json")
+
+
+def seed_speed(data_dir: Path) -> None:
+    """Give a new test server's data root the speed measured by an earlier one in this test run."""
+    if SPEED_CACHE.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SPEED_CACHE, data_dir / "speed.json")
+
+
+def keep_speed(data_dir: Path) -> None:
+    """After a test server: keep its measured speed for the next ones (the first one kept stays)."""
+    made = data_dir / "speed.json"
+    if made.is_file() and not SPEED_CACHE.exists():
+        with contextlib.suppress(OSError):
+            tmp = SPEED_CACHE.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(made, tmp)
+            tmp.replace(SPEED_CACHE)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,6 +97,7 @@ def streamlit_server(tmp: Path) -> Iterator[str]:
     runs_dir = tmp / "runs"
     env = {**os.environ, "RESNET_RUNS_DIR": str(runs_dir), "RESNET_DATA_DIR": str(tmp / "data"),
            "PYTHONUNBUFFERED": "1"}
+    seed_speed(tmp / "data")
     log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -79,6 +124,7 @@ def streamlit_server(tmp: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        keep_speed(tmp / "data")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ python3 -m pip install -q -r requirements-dev.txt -r requirements-ray.txt  # Ray
 python3 -m ruff check .
 # Two workers, a test file each at a time (pytest-xdist): most tests wait on a server, a browser or one
 # core, so two run side by side on 2 cores in little more than the time of one. TEST_WORKERS=0 runs
-# them in this process.
-python3 -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+# them in this process. Files start slowest first (tests/conftest.py SLOW_FILES), not by their number of tests.
+python3 -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
 # Most laptops and cloud VMs have AVX2 but no AVX-512, and oneDNN then runs other kernels (one of them
 # is buggy: resnet_core/layout.py). On a CPU with AVX-512, ONEDNN_MAX_CPU_ISA=AVX2 selects those kernels,
 # so the model, training and twins tests run again on them; a CPU without AVX-512 ran them above.

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from resnet_core import runs
-from tests.conftest import _free_port, wait_for_app
+from tests.conftest import _free_port, keep_speed, seed_speed, wait_for_app
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ class Server:
 
     def start(self) -> str:
         port = _free_port()
+        seed_speed(self.home / "data")
         self.log = open(self.home / f"streamlit-{port}.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
@@ -87,6 +88,7 @@ class Server:
             self.proc.wait(10)
         self.log.close()
         self.proc = None
+        keep_speed(self.home / "data")
 
 
 @pytest.fixture
