@@ -85,6 +85,20 @@ def _from_env_at_import() -> Limits:
         return Limits()
 
 
+def env_float(name: str, default: float, lo: float = 0.0, hi: float = 1e7, zero_ok: bool = False,
+              env: dict[str, str] | None = None) -> float:
+    """A setting in seconds (or a count) from the environment variable `name`: `default` when it is
+    unset, not a number, or outside lo < value <= hi (lo <= value with `zero_ok`). Used for the
+    timings of the server and its workers, where a bad value must not stop a class: the default holds."""
+    raw = (os.environ if env is None else env).get(name, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return default
+    above = value >= lo if zero_ok else value > lo
+    return value if above and value <= hi else default
+
+
 LIMITS = _from_env_at_import()
 NAMES = tuple(f.name for f in fields(Limits))
 _ACTIVE: contextvars.ContextVar[Limits | None] = contextvars.ContextVar("resnet_limits", default=None)

@@ -19,7 +19,8 @@ change it (a change costs the page a full rerun), and never exceeds the ladder's
 from __future__ import annotations
 
 import math
-import os
+
+from .limits import env_float
 
 BASE_S = 0.5  # the live view's interval on a machine with room (RESNET_LIVE_REFRESH_S overrides)
 LADDER = (0.5, 1.0, 2.0, 4.0)  # the intervals a live view uses; the last is the slowest
@@ -29,12 +30,7 @@ SWITCH_AFTER_S = 10.0  # a live view changes its interval at most this often
 
 def base_interval(env: dict[str, str] | None = None) -> float:
     """The shortest interval: RESNET_LIVE_REFRESH_S (0.1 to 10 s), else BASE_S."""
-    raw = (os.environ if env is None else env).get("RESNET_LIVE_REFRESH_S", "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return BASE_S
-    return value if 0.1 <= value <= 10.0 else BASE_S
+    return env_float("RESNET_LIVE_REFRESH_S", BASE_S, lo=0.1, hi=10.0, zero_ok=True, env=env)
 
 
 def live_interval(redraw_s: float, load: float, cores: int, base: float = BASE_S) -> float:

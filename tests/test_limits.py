@@ -251,3 +251,21 @@ def test_running_and_queue_limits(tmp_path):
         assert threading.active_count() == threads and len(m.jobs()) == 3
     finally:
         m.shutdown()
+
+
+@pytest.mark.parametrize(("raw", "kw", "expected"), [
+    (None, {}, 60.0),  # unset: the default
+    ("12.5", {}, 12.5),
+    ("abc", {}, 60.0),  # not a number
+    ("nan", {}, 60.0),
+    ("0", {}, 60.0),  # 0 is not a timeout
+    ("0", {"zero_ok": True}, 0.0),  # but it is a count of warm actors
+    ("-3", {"zero_ok": True}, 60.0),
+    ("1e8", {}, 60.0),  # beyond the top
+    ("0.05", {"lo": 0.1, "hi": 10.0, "zero_ok": True}, 60.0),
+    ("10", {"lo": 0.1, "hi": 10.0, "zero_ok": True}, 10.0),  # both ends of a range are in it
+    ("0.1", {"lo": 0.1, "hi": 10.0, "zero_ok": True}, 0.1),
+])
+def test_env_float_keeps_the_default_for_a_bad_value(raw, kw, expected):
+    env = {} if raw is None else {"RESNET_X_S": raw}
+    assert limits.env_float("RESNET_X_S", 60.0, env=env, **kw) == expected

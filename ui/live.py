@@ -15,6 +15,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from resnet_core import data, runs
 from resnet_core.jobs import Job, JobManager
+from resnet_core.limits import env_float
 
 _HISTORY = "_live_history"
 
@@ -68,11 +69,7 @@ def warm() -> None:
 
 def _idle_s() -> float:
     """Seconds a job may go unwatched before the idle rule stops it: RESNET_JOB_IDLE_S, else 600."""
-    try:
-        value = float(os.environ.get("RESNET_JOB_IDLE_S", ""))
-    except ValueError:
-        return 600.0
-    return value if 0 < value < 1e7 else 600.0
+    return env_float("RESNET_JOB_IDLE_S", 600.0)
 
 
 def _limit_cpu_threads() -> None:

@@ -61,11 +61,11 @@ class Forkserver:
         deadline = time.monotonic() + timeout
         while not until() and not self._closed:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
-                return
             try:
+                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                    return
                 data = self._sock.recv(1 << 16)
-            except OSError:
+            except (OSError, ValueError):  # closed meanwhile (close() at exit): select refuses fd -1
                 data = b""
             if not data:  # the forkserver is gone: no more workers, and their exits are unknown
                 self._closed = True
@@ -103,6 +103,7 @@ class Forkserver:
             return self._exits.pop(pid, None)
 
     def close(self) -> None:
+        self._closed = True  # a reader in another thread stops at its next look
         self._sock.close()  # the forkserver sees EOF and exits
         try:
             self.proc.wait(5)

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import device as devices
 from ..config import ModelConfig, TrainConfig
-from ..limits import LIMITS, LimitError
+from ..limits import LIMITS, LimitError, env_float
 from ..recorder import RunWriter
 from ..train import check_limits
 from ..twins import check_twin_limits, link_records, twin_configs
@@ -67,11 +67,7 @@ def make_backend(name: str | None = None) -> protocol.Backend:
 
 
 def _timeout_from_env() -> float:
-    try:
-        value = float(os.environ.get("RESNET_WORKER_TIMEOUT_S", ""))
-    except ValueError:
-        return 60.0
-    return value if 0 < value < 1e7 else 60.0
+    return env_float("RESNET_WORKER_TIMEOUT_S", 60.0)
 
 
 class JobManager:

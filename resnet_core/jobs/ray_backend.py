@@ -45,6 +45,7 @@ except ModuleNotFoundError as e:  # pragma: no cover - exercised by a test witho
     raise ImportError("Ray is not installed here, but RESNET_RAY_ADDRESS or --ray asks for it: "
                       "pip install -r requirements-ray.txt") from e
 
+from ..limits import env_float
 from . import protocol
 from .protocol import Message, WorkerLost, decode, encode
 
@@ -56,14 +57,6 @@ _FRAME = struct.Struct("<I")
 RPC_GRACE_S = 30.0  # beyond a since() call's own wait: a busy cluster may take this long to answer
 LINGER_S = 0.25  # since() answers at most this long after its first new message (pages refresh every 0.5-1 s)
 PLACE_TIMEOUT_S = 600.0  # a job no node has room for fails after this long (RESNET_RAY_PLACE_TIMEOUT_S)
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if 0 <= value < 1e7 else default
 
 
 def frame(messages: list[bytes]) -> bytes:
@@ -351,7 +344,7 @@ class RayWorker(protocol.Worker):
         self._asked: list[tuple[str, tuple[Any, ...]]] = []  # controls sent before an actor took the job
         self._placing_since = time.monotonic()
         self._killed = False
-        self._place_timeout = _env_float("RESNET_RAY_PLACE_TIMEOUT_S", PLACE_TIMEOUT_S)
+        self._place_timeout = env_float("RESNET_RAY_PLACE_TIMEOUT_S", PLACE_TIMEOUT_S, zero_ok=True)
 
     # ------------------------------------------------------------ before an actor has the job
 
@@ -455,8 +448,8 @@ class RayBackend(protocol.Backend):
         if not self.address:
             raise ValueError(f"the Ray backend needs a cluster address: set {ADDRESS_ENV} or pass --ray ADDRESS")
         connect(self.address)
-        warm = warm if warm is not None else int(_env_float("RESNET_RAY_WARM_ACTORS", 1))
-        self.pool = _Pool(keep=warm, idle_s=_env_float("RESNET_RAY_IDLE_S", 600.0), cpus=1)
+        warm = warm if warm is not None else int(env_float("RESNET_RAY_WARM_ACTORS", 1, zero_ok=True))
+        self.pool = _Pool(keep=warm, idle_s=env_float("RESNET_RAY_IDLE_S", 600.0, zero_ok=True), cpus=1)
         self.pool.prewarm(warm)
 
     def start(self, spec: str, name: str) -> RayWorker:
