@@ -175,6 +175,18 @@ def wait_for_app(tab, timeout: float = 60_000) -> None:
     tab.wait_for_timeout(300)
 
 
+def open_path(tab, path: str, ready: str) -> None:
+    """`path` opened, once the selector `ready` shows; 2 cores shared with other work: generous waits.
+    A "Page not found" dialog a fresh server's first run may show is closed (see test_browser_gradient_flow)."""
+    tab.goto(f"{tab.base_url}/{path}")
+    wait_for_app(tab, timeout=180_000)
+    tab.wait_for_selector(ready, timeout=180_000)
+    dialog = tab.get_by_role("dialog").filter(has_text="Page not found")
+    if dialog.count():
+        tab.keyboard.press("Escape")
+        dialog.wait_for(state="detached", timeout=10_000)
+
+
 def wait_or_say(tab, selector: str, timeout: float, name: str) -> None:
     """wait_for_selector, and if it times out, a screenshot `name` and the page's text in the failure."""
     try:

@@ -7,26 +7,16 @@ import time
 
 import pytest
 
-from resnet_core import data
-from resnet_core.recorder import RunWriter
-from resnet_core.train import model_for_dataset
-from resnet_core.twins import link_records, train_twins
 from resnet_core.why.landscape import cached
 from resnet_core.why.lesion import lesion_run
 from tests import apptest
-from tests.trainkit import mnist_tiny, one_thread, tiny_train
+from tests.trainkit import tiny_twin_records
 
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    cfg = model_for_dataset(mnist_tiny(), "mnist-5k")
-    train_cfg = tiny_train(steps=30, batch_size=64, optimizer="adam", lr=1e-2)
-    a, b = RunWriter(cfg, train_cfg, root=root, flush_s=0.0), RunWriter(cfg.plain_twin(), train_cfg, root=root,
-                                                                         flush_s=0.0)
-    link_records(a, b)
-    with one_thread():
-        train_twins(cfg, train_cfg, [a], [b], dataset=data.load("mnist-5k"))
+    a, b = tiny_twin_records(root, steps=30)
     return root, a.run_dir, b.run_dir
 
 

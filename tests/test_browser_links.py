@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlparse
 
 import pytest
 
-from tests.conftest import screenshot, wait_for_app
+from tests.conftest import open_path, screenshot, wait_for_app
 from ui.classroom import DEMOS, link_labels
 
 pytestmark = pytest.mark.browser
@@ -15,17 +15,6 @@ BY_KEY = {d.key: d for d in DEMOS}
 
 def query(tab) -> dict[str, str]:
     return dict(parse_qsl(urlparse(tab.url).query))
-
-
-def open_path(tab, path: str, ready: str) -> None:
-    """`path` opened, once the selector `ready` shows; 2 cores shared with other work: generous waits."""
-    tab.goto(f"{tab.base_url}/{path}")
-    wait_for_app(tab, timeout=180_000)
-    tab.wait_for_selector(ready, timeout=180_000)
-    dialog = tab.get_by_role("dialog").filter(has_text="Page not found")  # see test_browser_gradient_flow
-    if dialog.count():
-        tab.keyboard.press("Escape")
-        dialog.wait_for(state="detached", timeout=10_000)
 
 
 def open_gradient_flow(tab) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import screenshot, wait_for_app
+from tests.conftest import open_path, screenshot, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -14,15 +14,9 @@ PAGES = {"overview": "h1", "architecture": ".st-key-arch_diagram .main-svg", "gr
 ZOOM_JS = "() => getComputedStyle(document.querySelector('[data-testid=\"stMainBlockContainer\"]')).zoom"
 
 
-def open_path(tab, path: str, ready: str) -> None:
-    tab.goto(f"{tab.base_url}/{path}")
-    wait_for_app(tab, timeout=180_000)
-    tab.wait_for_selector(ready, timeout=180_000)
-    dialog = tab.get_by_role("dialog").filter(has_text="Page not found")  # see test_browser_gradient_flow
-    if dialog.count():
-        tab.keyboard.press("Escape")
-        dialog.wait_for(state="detached", timeout=10_000)
-    wait_for_app(tab, timeout=180_000)
+def open_settled(tab, path: str, ready: str) -> None:
+    open_path(tab, path, ready)
+    wait_for_app(tab, timeout=180_000)  # and whatever the page drew after its ready element
     tab.wait_for_timeout(800)
 
 
@@ -30,12 +24,12 @@ def open_path(tab, path: str, ready: str) -> None:
 def test_every_page_in_both_modes(page, path):
     page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
     ready = PAGES[path]
-    open_path(page, path, ready)
+    open_settled(page, path, ready)
     assert page.evaluate(ZOOM_JS) in ("1", "normal")
     assert page.get_by_text("Device:").is_visible()
     screenshot(page, f"present_off_{path}")
 
-    open_path(page, f"{path}?present=1", ready)
+    open_settled(page, f"{path}?present=1", ready)
     assert page.evaluate(ZOOM_JS) == "1.3"  # the page's text larger
     charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(g => [
         g.getBoundingClientRect().right,

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resnet_core import data
-from resnet_core.recorder import RunWriter
-from resnet_core.train import model_for_dataset
-from resnet_core.twins import link_records, train_twins
-from tests.trainkit import mnist_tiny, one_thread, tiny_train
+from tests.trainkit import tiny_twin_records
 
 try:
     from tests.conftest import screenshot, streamlit_server, wait_for_app
@@ -22,13 +18,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def why_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("why")
-    cfg = model_for_dataset(mnist_tiny(), "mnist-5k")
-    train_cfg = tiny_train(steps=30, batch_size=64, optimizer="adam", lr=1e-2)
-    a = RunWriter(cfg, train_cfg, root=tmp / "runs", flush_s=0.0, label="resnet-tiny")
-    b = RunWriter(cfg.plain_twin(), train_cfg, root=tmp / "runs", flush_s=0.0, label="plain-tiny")
-    link_records(a, b)
-    with one_thread():
-        train_twins(cfg, train_cfg, [a], [b], dataset=data.load("mnist-5k"))
+    tiny_twin_records(tmp / "runs", steps=30, residual="resnet-tiny", plain="plain-tiny")
     with streamlit_server(tmp) as url:
         yield url
 

@@ -77,3 +77,21 @@ def worker_fault(monkeypatch, kind: str, step: int = 1, **match) -> None:
     from resnet_core.jobs import faults
 
     monkeypatch.setenv(faults.ENV, json.dumps({"kind": kind, "step": step, "match": match}))
+
+
+def tiny_twin_records(root, steps: int = 30, **labels: str):
+    """A finished residual/plain twin pair of tiny MNIST nets in `root`, trained in lockstep as the
+    app trains them (adam, lr 1e-2, batch 64): the two RunWriters. `labels`: residual=, plain=."""
+    from resnet_core import data
+    from resnet_core.recorder import RunWriter
+    from resnet_core.train import model_for_dataset
+    from resnet_core.twins import link_records, train_twins
+
+    cfg = model_for_dataset(mnist_tiny(), "mnist-5k")
+    train_cfg = tiny_train(steps=steps, batch_size=64, optimizer="adam", lr=1e-2)
+    a = RunWriter(cfg, train_cfg, root=root, flush_s=0.0, label=labels.get("residual", ""))
+    b = RunWriter(cfg.plain_twin(), train_cfg, root=root, flush_s=0.0, label=labels.get("plain", ""))
+    link_records(a, b)
+    with one_thread():
+        train_twins(cfg, train_cfg, [a], [b], dataset=data.load("mnist-5k"))
+    return a, b

@@ -144,10 +144,7 @@ def status_row(rec: playback.Recording, net: RecordedNet, metrics: pd.DataFrame,
              ("Train loss", f"{train['loss'].iloc[-1]:.3f}" if len(train) else "–"),
              ("Test accuracy", f"{test['accuracy'].iloc[-1]:.1%}" if len(test) else "–"),
              ("Recorded time", f"{playback.fmt_clock(ss.tr_rec_pos)} of {playback.fmt_clock(rec.duration_s)}")]
-    if name:
-        cells.insert(0, ("Net", name))
-    for col, (lab, value) in zip(st.columns(len(cells)), cells, strict=True):
-        col.markdown(f"<small>{lab}</small><br>**{value}**", unsafe_allow_html=True)
+    train_view.status_cells(cells, name)
 
 
 def view(name: str, fields) -> None:

@@ -59,6 +59,14 @@ def active(jobs: list[Job]) -> bool:
     return any(not j.done for j in jobs)
 
 
+def status_cells(cells: list[tuple[str, str]], name: str | None = None) -> None:
+    """A row of small labels over bold values (a live run's status, a recording's), the net's name first."""
+    if name:
+        cells = [("Net", name), *cells]
+    for col, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
+        col.markdown(f"<small>{label}</small><br>**{value}**", unsafe_allow_html=True)
+
+
 def status_row(snap: dict, name: str | None = None) -> None:
     rate = snap["samples_per_s"]
     place = snap["queue_place"]
@@ -69,10 +77,7 @@ def status_row(snap: dict, name: str | None = None) -> None:
     acc = snap.get("test_accuracy")
     if acc is not None and acc == acc:  # the test split's figure, once evaluated (finally at the end)
         cells.insert(3, ("Test accuracy", f"{acc:.1%}"))
-    if name:
-        cells.insert(0, ("Net", name))
-    for col, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
-        col.markdown(f"<small>{label}</small><br>**{value}**", unsafe_allow_html=True)
+    status_cells(cells, name)
     if snap["message"]:
         (st.error if snap["state"] in ("failed", "diverged") else st.info)(
             f"{name}: {snap['message']}" if name else snap["message"])
