@@ -142,9 +142,11 @@ def test_server_killed_mid_run_leaves_an_interrupted_record(browser, server):
     context, tab = open_train(browser, server.start(), f"{TINY}&tr_steps=20000")
     try:
         tab.get_by_role("button", name="Start").click()
-        # the writer's first flush (~2 s of training): a part file, and config.json with a step
+        # a flush that holds gradients too (they are logged every 10th step here, the metrics from step
+        # 1, so the first flush may hold metrics alone): part files of both, and config.json with a step
         run_dir = wait_until(lambda: next((p for p in server.runs.glob("*") if p.is_dir()
-                                           and any(p.glob("metrics*.parquet"))), None), 90, "first flush")
+                                           and any(p.glob("metrics*.parquet")) and any(p.glob("grads*.parquet"))),
+                                          None), 120, "a flush with gradients")
         wait_until(lambda: json.loads((run_dir / "config.json").read_text())["final"].get("step"), 30,
                    "a flushed step")
         no_exception(tab)

@@ -39,7 +39,9 @@ def start_run(url: str, widths: tuple[int, ...], steps: int) -> None:
         async with Protocol(url, "train", query) as p:
             await p.run()
             await p.run(trigger="tr_start")
-            assert "tr_job=" in p.query and not p.alerts, p.alerts
+            # accepted: the link follows the job, and no alert but its own fault (a job meant to fail at
+            # step 6 may already have failed when the page's run after the click, or one more, ends)
+            assert "tr_job=" in p.query and all(a.startswith(tuple(MESSAGES.values())) for a in p.alerts), p.alerts
 
     # A thread of its own: the session's Playwright browser (tests/conftest.py) keeps an event loop
     # running in the main thread, and asyncio.run() refuses to start inside it.
