@@ -20,4 +20,7 @@ PAGES = [
 page = st.navigation(PAGES, position="hidden")  # the sidebar's links are the navigation: see ui/frame.py
 frame.nav_links(PAGES)
 frame.sidebar()
-page.run()
+try:
+    page.run()
+finally:  # also after a page that stopped early (st.stop) or failed
+    frame.after_page()

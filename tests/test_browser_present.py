@@ -22,13 +22,9 @@ def open_settled(tab, path: str, ready: str) -> None:
 
 @pytest.mark.parametrize("path", list(PAGES))  # a page a test: each well inside the per-test timeout
 def test_every_page_in_both_modes(page, path):
+    """Opened in presenter mode by its link, then switched off by its toggle: two page loads, not three."""
     page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
     ready = PAGES[path]
-    open_settled(page, path, ready)
-    assert page.evaluate(ZOOM_JS) in ("1", "normal")
-    assert page.get_by_text("Device:").is_visible()
-    screenshot(page, f"present_off_{path}")
-
     open_settled(page, f"{path}?present=1", ready)
     assert page.evaluate(ZOOM_JS) == "1.3"  # the page's text larger
     charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(g => [
@@ -38,6 +34,12 @@ def test_every_page_in_both_modes(page, path):
     assert not page.get_by_text("Device:").is_visible()  # the sidebar trimmed to what a demo needs
     assert "present=1" in page.url  # kept in the URL the page wrote
     screenshot(page, f"present_on_{path}")
+
     page.locator('[data-testid="stSidebar"]').get_by_text("Presenter mode").click()  # off again
     page.wait_for_function("() => !location.search.includes('present=1')", timeout=120_000)
     wait_for_app(page, timeout=180_000)
+    page.wait_for_selector(ready, timeout=180_000)
+    page.wait_for_function(f"() => ({ZOOM_JS})() !== '1.3'", timeout=60_000)
+    assert page.evaluate(ZOOM_JS) in ("1", "normal")  # the page's own size again
+    assert page.get_by_text("Device:").is_visible()  # and the whole sidebar
+    screenshot(page, f"present_off_{path}")

@@ -31,12 +31,10 @@ def _device_label() -> str:
 
 
 def sidebar() -> None:
-    """The rest of the sidebar: the app's name, the device it trains on, the papers, the classroom demos.
-    Also starts the job manager, once per server, and with it the warm-up of its worker processes."""
-    from ui import live, present  # torch: imported once the links are drawn
+    """The rest of the sidebar: the app's name, the device it trains on, the papers, the classroom demos."""
+    from ui import present  # torch: imported once the links are drawn
     from ui.classroom import demo_links
 
-    live.warm()  # in the background, once per server: the first Start then answers in about a second
     with st.sidebar:
         st.markdown("### :material/stacks: ResNet Explainer")
         st.caption("Build residual networks, break them, watch them train.")
@@ -47,3 +45,12 @@ def sidebar() -> None:
                    "[Identity Mappings 2016](https://arxiv.org/abs/1603.05027)")
     with st.sidebar.expander("Classroom demos", icon=":material/school:", expanded=present.on()):
         demo_links(captions=False)
+
+
+def after_page() -> None:
+    """Once the page has run: the job manager, once per server, and with it the warm-up of its worker
+    processes (in the background: the first Start then answers in about a second). After the page, so
+    that on a fresh server the first visitor's page does not share the cores with the workers' imports."""
+    from ui import live
+
+    live.warm()
