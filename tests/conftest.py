@@ -56,13 +56,21 @@ def pytest_collection_modifyitems(config, items):
 # A test server's first visit measures this machine's training speed for the pages' estimates (a few
 # seconds of CPU: resnet_core/speed.py) and keeps it in its data root's speed.json. Each test server
 # has a data root of its own, so the first measurement made in this test run is handed to the next
-# servers, as a teacher's server keeps it from one start to the next.
-SPEED_CACHE = Path(f"/tmp/resnet-speed-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}.json")
+# servers, as a teacher's server keeps it from one start to the next. It is kept in the test run's
+# base temporary folder (shared by the xdist workers; pytest removes old ones by itself).
+SPEED_CACHE: Path | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _speed_cache(tmp_path_factory):
+    global SPEED_CACHE
+    base = tmp_path_factory.getbasetemp()
+    SPEED_CACHE = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "speed.json"
 
 
 def seed_speed(data_dir: Path) -> None:
     """Give a new test server's data root the speed measured by an earlier one in this test run."""
-    if SPEED_CACHE.is_file():
+    if SPEED_CACHE is not None and SPEED_CACHE.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SPEED_CACHE, data_dir / "speed.json")
 
@@ -70,7 +78,7 @@ def seed_speed(data_dir: Path) -> None:
 def keep_speed(data_dir: Path) -> None:
     """After a test server: keep its measured speed for the next ones (the first one kept stays)."""
     made = data_dir / "speed.json"
-    if made.is_file() and not SPEED_CACHE.exists():
+    if SPEED_CACHE is not None and made.is_file() and not SPEED_CACHE.exists():
         with contextlib.suppress(OSError):
             tmp = SPEED_CACHE.with_suffix(f".{os.getpid()}.tmp")
             shutil.copyfile(made, tmp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import screenshot
+from tests.conftest import wait_or_say
 from tests.test_browser_faults import TINY, Server, open_train
 
 pytestmark = pytest.mark.browser
@@ -18,11 +18,7 @@ LONG = f"{TINY}&tr_steps=20000"
 
 def press_start(tab) -> None:
     tab.get_by_role("button", name="Start").click()
-    try:
-        tab.wait_for_selector("text=/State\\s*(running|queued)|max_queued_per_session/", timeout=60_000)
-    except Exception as e:  # say what the page shows instead
-        screenshot(tab, "queue-start-not-answered")
-        raise AssertionError(f"no state or refusal after Start; the page says: {tab.inner_text('body')[:1500]}") from e
+    wait_or_say(tab, "text=/State\\s*(running|queued)|max_queued_per_session/", 60_000, "queue-start-not-answered")
 
 
 def test_more_tabs_do_not_multiply_a_browsers_queue(browser, tmp_path):
