@@ -12,6 +12,9 @@ PAGES = {"overview": "h1", "architecture": ".st-key-arch_diagram .main-svg", "gr
          "train": ".st-key-tr_start", "compare": '[data-testid="stMultiSelect"]', "inspect": "h1", "why": "h1",
          "degradation": ".st-key-dg_start"}
 ZOOM_JS = "() => getComputedStyle(document.querySelector('[data-testid=\"stMainBlockContainer\"]')).zoom"
+# true once the page's main block exists with the given zoom (a rerun may redraw its style a moment later)
+ZOOM_IS = ("(z) => {{ const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]'); "
+           "return !!m && (getComputedStyle(m).zoom === z) === {want}; }}")
 
 
 def open_settled(tab, path: str, ready: str) -> None:
@@ -26,6 +29,7 @@ def test_every_page_in_both_modes(page, path):
     page.set_default_timeout(120_000)  # 2 cores shared with other work: a full-page screenshot can take a while
     ready = PAGES[path]
     open_settled(page, f"{path}?present=1", ready)
+    page.wait_for_function(ZOOM_IS.format(want="true"), arg="1.3", timeout=60_000)
     assert page.evaluate(ZOOM_JS) == "1.3"  # the page's text larger
     charts = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(g => [
         g.getBoundingClientRect().right,
@@ -39,7 +43,7 @@ def test_every_page_in_both_modes(page, path):
     page.wait_for_function("() => !location.search.includes('present=1')", timeout=120_000)
     wait_for_app(page, timeout=180_000)
     page.wait_for_selector(ready, timeout=180_000)
-    page.wait_for_function(f"() => ({ZOOM_JS})() !== '1.3'", timeout=60_000)
+    page.wait_for_function(ZOOM_IS.format(want="false"), arg="1.3", timeout=60_000)
     assert page.evaluate(ZOOM_JS) in ("1", "normal")  # the page's own size again
     assert page.get_by_text("Device:").is_visible()  # and the whole sidebar
     screenshot(page, f"present_off_{path}")
