@@ -153,7 +153,9 @@ with left:
         "computes these from the loss backwards, layer by layer: by the chain rule each layer multiplies "
         "the gradient it receives by its own local derivative before passing it on.")
     st.markdown("Gradient descent then moves every weight a small step downhill:")
-    st.latex(r"W \leftarrow W - \text{lr}\cdot\frac{\partial L}{\partial W}")
+    # In plain text, not st.latex: KaTeX is one more script for the browser to fetch and run before
+    # this page's first chart draws (bench/bench_first_chart.py).
+    st.markdown("#### W ← W − lr · ∂L/∂W")
     st.markdown("The step is proportional to the gradient: a gradient a million times smaller moves the "
                 "weight a million times less. Try it.")
 with right:
@@ -268,10 +270,8 @@ for col, cost, note in (
         st.metric(f"{cost.title}: parameters", f"{cost.params:,}")
         st.caption(f"{note}. {cost.flops / 1e9:.2f} GFLOPs on one {cost.in_channels}×{cost.side}×{cost.side} "
                    "map (PyTorch's FLOP counter, 2 per multiply-add).")
-        st.dataframe(pd.DataFrame(cost.layers, columns=["module", "what", "params"]), hide_index=True,
-                     width="stretch", column_config={
-                         "module": st.column_config.TextColumn(width="small"),
-                         "params": st.column_config.NumberColumn(format="localized", width="small")})
+        st.table(pd.DataFrame([(m, w, f"{p:,}") for m, w, p in cost.layers], columns=["module", "what", "params"]),
+                 hide_index=True)
 st.markdown(
     f"The bottleneck block handles {bottle.out_channels}-channel maps for {bottle.params / basic.params:.2f}× "
     f"the parameters of the {basic.width}-channel basic block, while a basic block of the full "
@@ -296,12 +296,12 @@ with left:
         "and the final fully connected layer. The 1×1 shortcut convs and BatchNorm are not counted. "
         f"{count.name} has {count.total_params:,} parameters (3×224×224 input, 1,000 classes).")
 with right:
-    st.dataframe(pd.DataFrame({
+    st.table(pd.DataFrame({
         "stage": [r["name"] for r in count.stages],
         "what": [r["kind"] for r in count.stages],
         "output": ["×".join(map(str, r["output_shape"])) for r in count.stages],
-        "params": [r["params"] for r in count.stages],
-    }), hide_index=True, width="stretch", column_config={"params": st.column_config.NumberColumn(format="localized")})
+        "params": [f"{r['params']:,}" for r in count.stages],
+    }), hide_index=True)
     st.page_link("pages/architecture.py", label="See every block and layer: Architecture",
                  icon=":material/account_tree:")
 

@@ -87,6 +87,12 @@ def test_first_visit_shows_only_the_apps_pages(browser, tmp_path, path, title, h
             errors = tab.locator('[data-testid="stException"]').count()
         finally:
             context.close()
+    # the server warmed itself up as it started (ui/boot.py), every step done
+    from ui.boot import STEPS, WARMED_PREFIX
+
+    warmed = [line for line in (tmp_path / "streamlit.log").read_text().splitlines() if line.startswith(WARMED_PREFIX)]
+    assert len(warmed) == 1, warmed
+    assert "failed" not in warmed[0] and all(f"{name} " in warmed[0] for name, _ in STEPS), warmed[0]
     assert ticks >= 10, f"the sampler ran {ticks} times"  # it really sampled, every 100 ms
     strangers = [(s["t"], e) for s in samples for e in s["entries"] if e not in titles]
     assert not strangers, f"the sidebar listed entries that are not the app's pages (ms, entry): {strangers[:12]}"

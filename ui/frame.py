@@ -30,8 +30,20 @@ def _device_label() -> str:
     return device.describe()
 
 
+def _wait_for_start(timeout: float = 300) -> None:
+    """A visitor who comes while the server is still warming up (ui/boot.py) waits for it, with a
+    spinner, instead of computing the same things beside it: the warm-up's caches are filled once."""
+    from ui import boot
+
+    w = boot.state()
+    if w is not None and not w.done.is_set():
+        with st.spinner("The server is starting: loading PyTorch and the demos' nets…"):
+            w.done.wait(timeout)
+
+
 def sidebar() -> None:
     """The rest of the sidebar: the app's name, the device it trains on, the papers, the classroom demos."""
+    _wait_for_start()
     from ui import present  # torch: imported once the links are drawn
     from ui.classroom import demo_links
 
@@ -50,7 +62,8 @@ def sidebar() -> None:
 def after_page() -> None:
     """Once the page has run: the job manager, once per server, and with it the warm-up of its worker
     processes (in the background: the first Start then answers in about a second). After the page, so
-    that on a fresh server the first visitor's page does not share the cores with the workers' imports."""
+    that on a fresh server the first visitor's page does not share the cores with the workers' imports
+    (a server started by `streamlit run app.py` has made it already: ui/boot.py)."""
     from ui import live
 
     live.warm()

@@ -40,7 +40,9 @@ def maps_figure(rows: Sequence[MapRow], title: str, cols: int | None = None) -> 
 
     The grid is laid out here, as plotly's make_subplots would (axis k is panel k, row by row), and
     the figure is built in one call: make_subplots with a trace and an axis update per panel cost
-    most of the Overview's script run (0.3-0.5 s a figure)."""
+    most of the Overview's script run (0.3-0.5 s a figure). Values go to the browser to 4 decimals
+    (the hover shows 3): in full float precision the Overview's two map figures were 310 KB of JSON,
+    and parsing and drawing them held up the page's first chart by about a second (bench/RESULTS.md)."""
     cols = cols or max(len(r.channels) for r in rows)
     n_rows = len(rows)
     h_space, v_space = 0.02, (0.22 / max(1, n_rows - 1) if n_rows > 1 else 0.0)
@@ -74,8 +76,9 @@ def maps_figure(rows: Sequence[MapRow], title: str, cols: int | None = None) -> 
                                     "showarrow": False, "font": {"size": 11}})
             if j < len(r.channels):
                 c = r.channels[j]
+                z = r.maps[c].double().mul(1e4).round().div(1e4).tolist()  # 4 decimals: see above
                 traces.append(go.Heatmap(
-                    z=r.maps[c].tolist(), x=xs, y=ys, coloraxis="coloraxis", xaxis=f"x{sx}", yaxis=f"y{sy}",
+                    z=z, x=xs, y=ys, coloraxis="coloraxis", xaxis=f"x{sx}", yaxis=f"y{sy}",
                     hovertemplate=f"{r.label}, ch {c}<br>row %{{y}}, col %{{x}}<br>value %{{z:.3f}}<extra></extra>"))
         first = "" if i == 0 else str(i * cols + 1)
         layout[f"yaxis{first}"]["title"] = {"text": f"<b>{r.label}</b><br>{shape_text(r.maps)}", "font": {"size": 12}}
