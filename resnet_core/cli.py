@@ -297,17 +297,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg = model_from_args(args, in_channels=c, image_size=s, num_classes=k)
     values = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f, None) is not None}
     limits = args.limits
+    address = args.ray if args.ray is not None else os.environ.get("RESNET_RAY_ADDRESS", "")
     try:
         train_cfg = make_train_config(None, limits=limits, **values)
         check_limits(model_cfg, train_cfg, limits)
-        dev = devices.resolve(train_cfg.device)
+        # on Ray the cluster's devices count, not this machine's: the job manager checks them there
+        dev = None if address else devices.resolve(train_cfg.device)
     except LimitError as e:  # first: a model beyond max_params is a ConfigError too
         usage_error(f"{LIMIT_FLAGS.get(e.limit, '--' + e.limit.replace('_', '-'))}: {e}")
     except ConfigError as e:
         usage_error(f"{TRAIN_FLAGS.get(e.field, '--' + e.field.replace('_', '-'))}: {e}")
     except ValueError as e:  # an unavailable device
         usage_error(f"{'--device: ' if 'device' in str(e) else ''}{e}")
-    address = args.ray if args.ray is not None else os.environ.get("RESNET_RAY_ADDRESS", "")
     if address:
         return _train_on_ray(args, address, model_cfg, train_cfg)
     from .data import DatasetUnavailable
@@ -354,6 +355,11 @@ def _train_on_ray(args: argparse.Namespace, address: str, model_cfg: Any, train_
         sys.stderr.write(f"resnet_core: {_one_line(str(e))}\n")
         return 1
     manager = JobManager(root=args.out, limits=args.limits, max_running=1, backend=backend)
+    try:
+        manager.check_device(train_cfg.device)
+    except ValueError as e:  # e.g. --device cuda on a cluster without GPUs
+        manager.shutdown()
+        usage_error(f"--device: {e}")
     bar = _ProgressBar(train_cfg.steps, not args.quiet)
     try:
         job = manager.get(manager.submit(model_cfg, train_cfg, owner="cli", label=args.label,

@@ -35,4 +35,5 @@ def describe(device: torch.device | None = None) -> str:
         return f"CUDA · {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "MPS · Apple GPU"
-    return f"CPU · {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"CPU · {n} thread{'s' * (n != 1)}"

@@ -173,3 +173,34 @@ def test_old_finished_jobs_read_their_history_from_the_record(tmp_path):
         assert tail_m["step"].tolist() == [5, 6, 6] and sorted(tail_g["step"].unique()) == [5, 6]
     finally:
         m.shutdown()
+
+
+def test_the_devices_a_job_may_ask_for_are_its_workers(manager, tmp_path):
+    """Checked at submit against the backend's devices (this machine's for worker processes; a Ray
+    cluster's own, tests/test_ray.py), so a refusal names what the workers have."""
+    from resnet_core import device
+
+    have = device.available()
+    assert manager.backend.devices() == have
+    for name in ("auto", *have):
+        manager.check_device(name)
+    with pytest.raises(ValueError, match=r"device='tpu' is not allowed: one of auto, cpu, cuda, mps"):
+        manager.check_device("tpu")
+    missing = [d for d in ("cuda", "mps") if d not in have]
+    for name in missing:
+        refused = rf"device='{name}' is not available here: available are {', '.join(have)}"
+        with pytest.raises(ValueError, match=refused):
+            manager.submit(trainkit.mnist_tiny(), tiny_train(steps=2, device=name))
+    assert manager.jobs() == []  # refused: nothing queued
+
+    class Elsewhere(type(manager.backend)):  # workers on machines with a GPU (what a Ray cluster may be)
+        def devices(self):
+            return ["cuda", "cpu"]
+
+    other = JobManager(root=tmp_path / "other", limits=from_env({}), max_running=1, backend=Elsewhere())
+    try:
+        other.check_device("cuda")  # this machine's devices do not matter
+        with pytest.raises(ValueError, match=r"device='mps' is not available here: available are cuda, cpu"):
+            other.check_device("mps")
+    finally:
+        other.shutdown(timeout=10)

@@ -172,3 +172,22 @@ def test_a_removed_node_fails_its_job_clearly_and_the_server_goes_on(cluster, ma
     wait(lambda: after.done, timeout=600, every=0.2)
     assert after.state == "finished", after.message
     assert [j.state for j in others] == ["stopped", "stopped"]
+
+
+def test_cuda_is_the_clusters_to_offer_not_the_servers(cluster, manager):
+    """A server without a GPU sends cuda jobs to a cluster whose nodes have GPUs; on a cluster without,
+    a cuda job is refused at submit, saying where. (Last in this file: it adds a node that declares a
+    GPU, which would make the other tests' "auto" jobs ask for one.)"""
+    with pytest.raises(ValueError, match=r"device='cuda' is not available on the Ray cluster: available are cpu"):
+        manager.submit(mnist_tiny(), tiny_train(steps=2, device="cuda"))
+    assert manager.backend.devices() == ["cpu"]
+    gpu_node = cluster.add_node(num_cpus=0, num_gpus=1, object_store_memory=100 * 1024**2)  # a GPU declared
+    try:
+        cluster.wait_for_nodes()
+        wait(lambda: ray.cluster_resources().get("GPU", 0) >= 1, timeout=60, every=0.2)
+        assert manager.backend.devices() == ["cuda", "cpu"]
+        manager.check_device("cuda")  # accepted: Ray would place it on the GPU node
+        manager.check_device("cpu")
+    finally:
+        cluster.remove_node(gpu_node)
+    wait(lambda: ray.cluster_resources().get("GPU", 0) == 0, timeout=60, every=0.2)

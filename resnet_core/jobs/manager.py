@@ -95,11 +95,22 @@ class JobManager:
         self.backend = backend if isinstance(backend, protocol.Backend) else make_backend(backend)
         self.worker_timeout_s = worker_timeout_s or _timeout_from_env()
 
+    def check_device(self, name: str) -> None:
+        """ValueError, naming what is allowed, for a device the backend's workers cannot train on: this
+        machine's devices for threads and processes, the cluster's for Ray ("auto" always: the worker
+        picks the best it has)."""
+        if name not in devices.DEVICES:
+            raise ValueError(f"device={name!r} is not allowed: one of {', '.join(devices.DEVICES)}")
+        have = self.backend.devices()
+        if name != "auto" and name not in have:
+            where = "on the Ray cluster" if self.backend.name == "ray" else "here"
+            raise ValueError(f"device={name!r} is not available {where}: available are {', '.join(have)}")
+
     def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, owner: str = "local", label: str = "",
                data_root: str | None = None, download: bool = False) -> str:
         """A new job's id; LimitError/ConfigError/ValueError (refused, nothing started) say why not."""
         check_limits(model_cfg, train_cfg, self.limits)
-        devices.resolve(train_cfg.device)  # a device this machine lacks is refused now, not later
+        self.check_device(train_cfg.device)  # a device the workers lack is refused now, not later
         data_root = self._data_root(data_root)
         job = Job(self, owner, label, model_cfg, train_cfg, {"data_root": data_root, "download": download})
         self._enqueue([job], owner)
@@ -113,7 +124,7 @@ class JobManager:
         They take one place in the queue and one training slot: one worker trains both.
         """
         check_twin_limits(model_cfg, train_cfg, self.limits)
-        devices.resolve(train_cfg.device)
+        self.check_device(train_cfg.device)
         data_root = self._data_root(data_root)
         options = {"data_root": data_root, "download": download}
         lead, plain = (Job(self, owner, label, cfg, train_cfg, options)
@@ -132,7 +143,7 @@ class JobManager:
             raise ValueError("a group needs at least one job")
         for model_cfg, train_cfg, _ in requests:
             check_limits(model_cfg, train_cfg, self.limits)
-            devices.resolve(train_cfg.device)
+            self.check_device(train_cfg.device)
         jobs = [Job(self, owner, label, m, t, {"data_root": None, "download": False}) for m, t, label in requests]
         for job in jobs:
             job.group = jobs[0].id

@@ -210,5 +210,11 @@ class Backend:
         """A worker training the job of `spec` (job_spec's JSON); `name` is for threads and logs."""
         raise NotImplementedError
 
+    def devices(self) -> list[str]:
+        """The devices a job sent to these workers can train on: this machine's (resnet_core.device)."""
+        from ..device import available
+
+        return available()
+
     def close(self) -> None:
         pass

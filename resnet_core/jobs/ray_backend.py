@@ -452,6 +452,11 @@ class RayBackend(protocol.Backend):
         self.pool = _Pool(keep=warm, idle_s=env_float("RESNET_RAY_IDLE_S", 600.0, zero_ok=True), cpus=1)
         self.pool.prewarm(warm)
 
+    def devices(self) -> list[str]:
+        """The cluster's, not the server's: cuda where any node offers Ray a GPU, and the CPU. A server
+        without a GPU can then send cuda jobs to a cluster that has them."""
+        return (["cuda"] if ray.cluster_resources().get("GPU", 0) > 0 else []) + ["cpu"]
+
     def start(self, spec: str, name: str) -> RayWorker:
         parsed = protocol.read_spec(spec)
         kind = device_kind(parsed.train.device)
