@@ -67,6 +67,26 @@ def test_sidebar_demo_titles_are_not_cut(page):
     screenshot(page, "links_sidebar_demos")
 
 
+def test_demo_links_to_the_open_page_are_not_drawn_as_the_current_page(page):
+    """On Gradient flow, its demos' links are plain links; only the navigation marks the page."""
+    open_gradient_flow(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("Classroom demos").click()
+    here = [d for d in DEMOS if d.page == "pages/gradient-flow.py"]
+    assert len(here) >= 2
+    sidebar.get_by_role("link", name=here[-1].title).wait_for(timeout=30_000)
+    page.mouse.move(900, 5)  # away from every link: a hovered link has a background of its own
+    page.wait_for_timeout(300)
+    shown = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]')].filter(a => a.offsetWidth).map(a =>
+        [a.innerText.split('\\n').map(s => s.trim()).filter(Boolean).pop(), !!a.closest('[data-testid="stExpander"]'),
+         getComputedStyle(a).backgroundColor !== 'rgba(0, 0, 0, 0)'])""")
+    demos = {label: marked for label, in_demos, marked in shown if in_demos}
+    assert {d.title for d in here} <= set(demos), demos
+    assert not any(demos.values()), [label for label, marked in demos.items() if marked]
+    assert [label for label, in_demos, marked in shown if marked and not in_demos] == ["Gradient flow"]
+
+
 def test_a_refused_url_value_on_train_stays_on_screen(page):
     page.goto(f"{page.base_url}/train?tr_steps=-5")
     wait_for_app(page, timeout=180_000)

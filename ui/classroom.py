@@ -167,9 +167,14 @@ DEMOS: tuple[Demo, ...] = (
 
 
 # Streamlit draws a page link's label on one line and cuts it with an ellipsis; a demo's title wraps.
+# Demo titles wrap instead of being cut off. A demo link is not drawn as the current page when it opens
+# the page already shown (Streamlit's page_link would: on Train every Train demo looked selected); the
+# sidebar's navigation links above them still are.
 _WRAP_LABELS = """<style>
 [data-testid="stPageLink-NavLink"] span, [data-testid="stPageLink-NavLink"] p {
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+[data-testid="stExpander"] [data-testid="stPageLink-NavLink"]:not(:hover),
+[data-testid="stMain"] [data-testid="stPageLink-NavLink"]:not(:hover) { background-color: transparent !important; }
 </style>"""
 
 
