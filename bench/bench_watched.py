@@ -11,7 +11,8 @@ server asks for, 0.5 s while it trains). A phase's rate is read from the record 
 writes: two consecutive flushes of config.json hold (step, training seconds) pairs, so the rate
 between them is exact. Prints each phase's images/s, the median watched/unwatched ratio of the
 rounds (target >= 0.95) and the load average. The sessions run in this process, on the same
-cores as the server and the worker.
+cores as the server and the worker; `--client-nice 19` lets them take only the CPU that the
+server and the worker leave, as browsers on the students' own machines would.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as home:
         server = Server(Path(home), {"RESNET_JOB_IDLE_S": "3600", "RESNET_MAX_RUNNING_JOBS": "1"})
         url = server.start()
+        if args.client_nice:  # after the server started: it keeps its own priority
+            os.nice(args.client_nice)
         try:
             query = f"tr_steps=20000&tr_batch_size={BATCH}"
             async with Protocol(url, "train", query) as p:
@@ -100,7 +103,8 @@ async def main_async(args: argparse.Namespace) -> None:
             where = json.loads((run_dir / "config.json").read_text()).get("where", {})
             print(f"watched / unwatched, median of {len(ratios)} rounds: {statistics.median(ratios):.3f} "
                   f"(target >= 0.95); ResNet-20, batch {BATCH}, mnist-5k, CPU, backend {where.get('backend')}, "
-                  f"{args.phase:g} s phases; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+                  f"{args.phase:g} s phases, clients at nice {args.client_nice}; "
+                  f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             server.stop()
 
@@ -110,6 +114,9 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--phase", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--client-nice", type=int, default=0,
+                    help="run the watching sessions (this process) at this niceness, e.g. 19: they stand in for "
+                         "students' browsers, which run on machines of their own")
     asyncio.run(main_async(ap.parse_args()))
 
 
