@@ -16,15 +16,22 @@ def available() -> list[str]:
     return found
 
 
-def resolve(name: str = "auto") -> torch.device:
-    """The torch device for `name`; ValueError naming what is available if it is not."""
+def check(name: str, have: list[str] | None = None, where: str = "here") -> None:
+    """ValueError, naming what is allowed, for a name that is not a device or not in `have` (this
+    machine's devices by default; a job manager passes its workers'). "auto" is always there."""
     if name not in DEVICES:
         raise ValueError(f"device={name!r} is not allowed: one of {', '.join(DEVICES)}")
+    have = available() if have is None else have
+    if name != "auto" and name not in have:
+        raise ValueError(f"device={name!r} is not available {where}: available are {', '.join(have)}")
+
+
+def resolve(name: str = "auto") -> torch.device:
+    """The torch device for `name`; ValueError naming what is available if it is not."""
     have = available()
+    check(name, have)
     if name == "auto":
         return torch.device("cuda" if "cuda" in have else "mps" if "mps" in have else "cpu")
-    if name not in have:
-        raise ValueError(f"device={name!r} is not available here: available are {', '.join(have)}")
     return torch.device(name)
 
 

@@ -5,7 +5,7 @@ whose lifespan calls `start()` as the server starts. Without it, nothing of the 
 first browser connects, and that first visitor waits for everything a process does once: importing
 PyTorch, its compiler stack (the first forward pass on the meta device imports torch._dynamo and
 sympy), the sizes, FLOPs and time estimates of the sidebar's classroom demos, the shipped
-recordings. `start()` does all of that in a background thread while the server already answers, so a
+recordings. `start()` does that in a background thread while the server already answers, so a
 class that arrives a minute after the teacher started the server finds it warm, and an early visitor
 waits no longer than before (a page that needs a module still being imported waits for that import,
 it does not import it twice). It also switches off Streamlit's pages-folder mode before the first
@@ -80,17 +80,14 @@ def _demo_links() -> None:
 
 
 def _overview() -> None:
-    """The Overview's nets: the architecture diagram's anatomy of ResNet-20 (a forward pass on the meta
-    device) and the demo net's first forward pass, on the embedded digits."""
-    from resnet_core import anatomy, explain
+    """The Overview's architecture diagram: the anatomy of ResNet-20 with and without skips (a forward
+    pass on the meta device), cached in resnet_core, where the page finds it. (The page's demo nets and
+    digits are in its own st.cache_resource, which only the page can fill.)"""
+    from resnet_core import anatomy
     from resnet_core.config import cifar_config
-    from resnet_core.data import load
 
     for skip in (True, False):
         anatomy.describe(cifar_config(20, in_channels=1, image_size=28, skip=skip))
-    digits = load("mnist-5k", "cpu")
-    net = explain.demo_model(explain.demo_config("A", False), 0)
-    explain.block_view(net, digits.x_test[0], "layer1.0")
 
 
 def _jobs() -> None:

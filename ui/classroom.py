@@ -167,7 +167,7 @@ DEMOS: tuple[Demo, ...] = (
 
 
 # Streamlit draws a page link's label on one line and cuts it with an ellipsis; a demo's title wraps.
-# Demo titles wrap instead of being cut off. A demo link is not drawn as the current page when it opens
+# And a demo link is not drawn as the current page when it opens
 # the page already shown (Streamlit's page_link would: on Train every Train demo looked selected); the
 # sidebar's navigation links above them still are.
 _WRAP_LABELS = """<style>

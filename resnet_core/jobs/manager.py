@@ -99,12 +99,7 @@ class JobManager:
         """ValueError, naming what is allowed, for a device the backend's workers cannot train on: this
         machine's devices for threads and processes, the cluster's for Ray ("auto" always: the worker
         picks the best it has)."""
-        if name not in devices.DEVICES:
-            raise ValueError(f"device={name!r} is not allowed: one of {', '.join(devices.DEVICES)}")
-        have = self.backend.devices()
-        if name != "auto" and name not in have:
-            where = "on the Ray cluster" if self.backend.name == "ray" else "here"
-            raise ValueError(f"device={name!r} is not available {where}: available are {', '.join(have)}")
+        devices.check(name, self.backend.devices(), "on the Ray cluster" if self.backend.name == "ray" else "here")
 
     def submit(self, model_cfg: ModelConfig, train_cfg: TrainConfig, owner: str = "local", label: str = "",
                data_root: str | None = None, download: bool = False) -> str:
