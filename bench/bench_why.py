@@ -6,7 +6,8 @@
   and of ResNet-56, beside n + 1 full forward passes measured interleaved in the same process (the ratio
   holds under load). Weights are a fresh initialisation: the cost does not depend on their values.
 - landscape: an N x N grid of ResNet-20 on 512 digits, beside N x N bare forward passes of the same images
-  (efficiency = bare / landscape).
+  by the BatchNorm-folded net the grid evaluates (efficiency = bare / landscape), interleaved with N x N
+  passes of the net as it is (folded / unfolded: what the fold saves).
 - paths: ResNet-110 at initialisation, batch 16, one path per length.
 """
 
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 from resnet_core import data  # noqa: E402
 from resnet_core.config import cifar_config  # noqa: E402
 from resnet_core.model import build_model  # noqa: E402
+from resnet_core.why.fold import folded  # noqa: E402
 from resnet_core.why.landscape import landscape, mean_loss  # noqa: E402
 from resnet_core.why.lesion import correct_counts, lesion_study  # noqa: E402
 from resnet_core.why.paths import at_init  # noqa: E402
@@ -85,20 +87,30 @@ def bench_landscape(ds, dev, grids) -> None:
     x, y = ds.x_train[idx].to(dev), ds.y_train[idx].to(dev)
     x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cpu" else x
     m = net(20, dev)
+    fast = folded(m, inplace=True)  # what the grid evaluates
     mean_loss(m, x, y)  # warm-up
+    mean_loss(fast, x, y)
     for grid in grids:
         t = time.perf_counter()
         steps = []
         landscape(m, x, y, grid=grid, progress=steps.append)
         sync(dev)
         took = time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(grid * grid):
+        n = grid * grid
+        bare, plain = 0.0, 0.0
+        for _ in range(n):  # bare passes of the folded net and of the net as it is, interleaved
+            t = time.perf_counter()
+            mean_loss(fast, x, y)
+            sync(dev)
+            bare += time.perf_counter() - t
+            t = time.perf_counter()
             mean_loss(m, x, y)
-        sync(dev)
-        bare = time.perf_counter() - t
+            sync(dev)
+            plain += time.perf_counter() - t
         print(f"landscape ResNet-20, {grid}x{grid} on 512 digits: {took:.1f} s ({len(steps)} progress reports); "
-              f"{grid * grid} bare loss passes {bare:.1f} s; efficiency {bare / took:.3f} | {load()}", flush=True)
+              f"{n} bare passes of the folded net {bare:.1f} s: efficiency {bare / took:.3f}; "
+              f"{n} passes of the unfolded net {plain:.1f} s: folded / unfolded {bare / plain:.3f} | {load()}",
+              flush=True)
 
 
 def bench_paths(dev) -> None:

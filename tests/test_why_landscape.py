@@ -48,7 +48,8 @@ def test_centre_is_the_trained_loss_and_nothing_else_moves():
     seen = []
     result = landscape(model, x, y, grid=5, seed=1, progress=seen.append)
     assert result.alphas == result.betas == (-1.0, -0.5, 0.0, 0.5, 1.0)
-    assert result.centre == want  # the grid point (0, 0) is the net itself, bit for bit
+    # the grid point (0, 0) is the net itself, evaluated with its BatchNorms folded: equal to float rounding
+    assert result.centre == pytest.approx(want, rel=1e-6)
     assert len(result.loss) == 5 and all(len(r) == 5 for r in result.loss)
     assert max(max(r) for r in result.loss) > want  # moving away raises the loss somewhere
     assert seen[-1] == 1.0 and len(seen) == 25 and seen == sorted(seen)
@@ -85,3 +86,22 @@ def test_interpolation_ends_at_the_trained_loss_and_cache_round_trip():
         landscape(model, x, y, grid=4)
     with pytest.raises(ValueError, match="landscape"):
         Landscape.from_dict({"alphas": [0], "betas": [0], "loss": [[1, 2]], "samples": 1, "seed": 0})
+
+
+def test_an_off_centre_point_is_the_net_moved_along_both_directions():
+    model = net()
+    x, y = data()
+    result = landscape(model, x, y, grid=5, seed=1)
+    gen = torch.Generator().manual_seed(1)  # the directions the grid drew, in its order
+    d1, d2 = filter_normalized_direction(model, gen), filter_normalized_direction(model, gen)
+    moved = build_model(model.cfg)
+    moved.load_state_dict(model.state_dict())
+    for i, j in ((0, 4), (3, 1)):
+        a, b = result.alphas[i], result.betas[j]
+        moved.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            for p, u, v in zip(moved.parameters(), d1, d2, strict=True):
+                p.add_(a * u + b * v)
+        want = mean_loss(moved.eval(), x, y)  # the net itself, unfolded, at (a, b)
+        assert result.loss[i][j] == pytest.approx(want, rel=1e-5)
+        assert abs(want - result.centre) > 1e-3  # a point that really moved

@@ -51,7 +51,7 @@ def test_landscape_centre_is_the_trained_loss_on_the_same_subset_and_is_cached(r
     assert d["alphas"] == d["betas"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
     model, rec = record_net(res)
     x, y = record_data(rec, "train", limit=64, seed=0)
-    assert d["loss"][2][2] == pytest.approx(mean_loss(model, x, y), rel=1e-6)
+    assert d["loss"][2][2] == pytest.approx(mean_loss(model, x, y), rel=1e-5)  # BatchNorm folded: to rounding
     assert "interpolation" in d and 1.0 in d["interpolation"]["t"]  # twins keep their initial weights
     assert (res / cache_name(5, 64)).exists()
     assert runs.load_run(res).damaged is None  # the cache beside the record does not damage it

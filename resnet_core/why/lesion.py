@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cores import across_cores, helpers_for
+from .fold import folded
+
 
 def removable(block: nn.Module, x_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
     """A residual block always (its shortcut stays); a plain block only if it keeps the shape."""
@@ -56,15 +59,15 @@ def _head(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 def correct_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lesions: Sequence[frozenset[int]],
                    batch_size: int = 500, progress: Callable[[float], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-    """Right answers of the net with each set of blocks in `lesions` deleted, on (x, y)."""
+                   should_stop: Callable[[], bool] | None = None, helpers: int = 1) -> np.ndarray:
+    """Right answers of the net with each set of blocks in `lesions` deleted, on (x, y); the batches
+    shared by `helpers` threads (why/cores.py), which only read the net."""
     blocks = [b for _, b in model.blocks()]
     n = len(blocks)
     member = np.array([[i in s for i in range(n)] for s in lesions], bool).reshape(len(lesions), n)
-    counts = np.zeros(len(lesions), np.int64)
-    starts = range(0, len(y), batch_size)
+    starts = list(range(0, len(y), batch_size))
 
-    def walk(j: int, h: torch.Tensor, rows: np.ndarray, yb: torch.Tensor) -> None:
+    def walk(j: int, h: torch.Tensor, rows: np.ndarray, yb: torch.Tensor, counts: np.ndarray) -> None:
         if j == n:
             right = int((_head(model, h).argmax(1) == yb).sum())
             counts[rows] += right
@@ -72,17 +75,21 @@ def correct_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lesions: 
         gone = member[rows, j]
         for rows_here, delete in ((rows[~gone], False), (rows[gone], True)):
             if len(rows_here):
-                walk(j + 1, deleted(blocks[j], h) if delete else blocks[j](h), rows_here, yb)
+                walk(j + 1, deleted(blocks[j], h) if delete else blocks[j](h), rows_here, yb, counts)
 
-    with torch.inference_mode():
-        for b, start in enumerate(starts):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("stopped")
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            walk(0, _stem(model, xb), np.arange(len(lesions)), yb)
-            if progress is not None:
-                progress((b + 1) / len(starts))
-    return counts
+    def batch(_helper: int, b: int) -> np.ndarray:
+        counts = np.zeros(len(lesions), np.int64)
+        with torch.inference_mode():
+            xb, yb = x[starts[b]:starts[b] + batch_size], y[starts[b]:starts[b] + batch_size]
+            walk(0, _stem(model, xb), np.arange(len(lesions)), yb, counts)
+        return counts
+
+    total = np.zeros(len(lesions), np.int64)
+    for done, (_, counts) in enumerate(across_cores(len(starts), batch, helpers, should_stop), start=1):
+        total += counts
+        if progress is not None:
+            progress(done / len(starts))
+    return total
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,12 @@ class Lesion:
 def lesion_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 3, seed: int = 0,
                  batch_size: int = 500, progress: Callable[[float], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Lesion:
-    """Accuracy with no block, each block alone, and k random blocks (k = 1 … n, `draws` seeded draws) deleted."""
+    """Accuracy with no block, each block alone, and k random blocks (k = 1 … n, `draws` seeded draws) deleted.
+    Evaluated on a copy with its BatchNorms folded into their convs (why/fold.py): the same function, faster;
+    on a CPU two threads share the batches (why/cores.py)."""
     if not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws={draws!r} is not allowed: a whole number >= 1")
-    model.eval()
+    model = folded(model.eval())
     named = model.blocks()
     shapes = _shapes(model, x[:1])
     can = tuple(removable(b, *shapes[i]) for i, (_, b) in enumerate(named))
@@ -130,7 +139,7 @@ def lesion_study(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int 
             lesions.append(frozenset(rng.choice(ok, size=k, replace=False).tolist()))
             rows.append(len(lesions) - 1)
         plan.append((k, rows))
-    counts = correct_counts(model, x, y, lesions, batch_size, progress, should_stop)
+    counts = correct_counts(model, x, y, lesions, batch_size, progress, should_stop, helpers=helpers_for(x.device))
     acc = counts / len(y)
     single: list[float | None] = [None] * len(named)
     for r, i in enumerate(ok, start=1):
