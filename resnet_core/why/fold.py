@@ -24,7 +24,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv name, BatchNorm name) for each BatchNorm2d that reads only a Conv2d's output; [] if the net cannot be traced."""
+    """(conv name, BatchNorm name) for each BatchNorm2d that reads only a Conv2d's output;
+    [] if the net cannot be traced."""
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - a net fx cannot trace is evaluated as it is
@@ -65,7 +66,8 @@ def folded(model: nn.Module, pairs: list[tuple[str, str]] | None = None, inplace
     return out
 
 
-def folded_shift(model: nn.Module, delta: list[torch.Tensor], pairs: list[tuple[str, str]] | None = None) -> list[torch.Tensor]:
+def folded_shift(model: nn.Module, delta: list[torch.Tensor],
+                 pairs: list[tuple[str, str]] | None = None) -> list[torch.Tensor]:
     """How the folded net's parameters move when `model`'s parameters move by `delta` (in model.parameters()
     order) and its BatchNorms' statistics stay: folding is linear in a conv's weights, so the folded net of
     the moved weights is folded(model) + this, to float rounding."""
