@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from resnet_core import data, runs
+from resnet_core import data, refresh, runs
 from resnet_core.jobs import Job, JobManager
 from resnet_core.limits import env_float
 
@@ -30,6 +30,18 @@ def _manager_or_reason() -> tuple[JobManager | None, str]:
         return JobManager(root=runs.default_root(), data_root=data.data_root(), idle_s=_idle_s()), ""
     except (ImportError, ConnectionError, ValueError) as e:
         return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+@st.cache_resource
+def redraws() -> refresh.Ledger:
+    """The server's one ledger of its live views' redraw times, which paces them all (resnet_core/refresh.py)."""
+    return refresh.Ledger()
+
+
+def view_id() -> str:
+    """This tab's live view, for the ledger: the session's id (a tab has one live view)."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
 
 
 def unavailable() -> str:

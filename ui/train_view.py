@@ -1,6 +1,6 @@
 """The Train page's live view: one run, or a residual net and its plain twin side by side, and the
 time scrubber that replays how their gradients changed. Drawn inside the page's fragment, which
-reruns every half second to 4 s while a run trains (resnet_core/refresh.py).
+reruns every half second to 16 s while a run trains (resnet_core/refresh.py).
 """
 
 from __future__ import annotations
@@ -209,8 +209,8 @@ def refresh_s(jobs: list[Job]) -> float:
     """How often the live view redraws: every 2 s while a run only waits in the queue (a whole class's
     queued runs poll at once, and at half a second their redraws took the server's every cycle from
     the one run training: bench/load_test.py); while it trains, at the interval the live view chose
-    from its own redraw time and the machine's load (resnet_core/refresh.py), from half a second
-    (RESNET_LIVE_REFRESH_S) on a machine with room to 4 s on a busy one."""
+    from the server's live views' redraw time together and the machine's load (resnet_core/refresh.py), from half a second
+    (RESNET_LIVE_REFRESH_S) on a machine with room to 16 s on a busy one, or with a whole class watching."""
     return 2.0 if all(j.state == "queued" for j in jobs) else _training_refresh_s()
 
 
@@ -226,12 +226,12 @@ def table_refresh_s(jobs: list[Job]) -> float | None:
 
 def _pace(started: float) -> None:
     """After a live redraw that began at `started` (perf_counter): move the refresh to the interval
-    this redraw's wall time and the load average call for; the new interval takes a full rerun."""
+    that the server's live views' redraw time together (this one's included) and the load average
+    call for; the new interval takes a full rerun."""
     took = time.perf_counter() - started
-    avg = ss.get("tr_redraw_s")
-    ss["tr_redraw_s"] = avg = took if avg is None else 0.7 * avg + 0.3 * took  # smoothed over a few redraws
     current = _training_refresh_s()  # the interval the page's fragment was given
-    wanted = refresh.live_interval(avg, os.getloadavg()[0], os.cpu_count() or 1, base=refresh.base_interval())
+    total = live.redraws().record(live.view_id(), took, current)
+    wanted = refresh.live_interval(total, os.getloadavg()[0], os.cpu_count() or 1, base=refresh.base_interval())
     now = time.monotonic()
     if refresh.should_switch(current, wanted, now - ss.get("tr_refresh_at", 0.0)):
         ss["tr_refresh_s"], ss["tr_refresh_at"] = wanted, now
@@ -268,6 +268,8 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
     if kind != "shortcut_share":  # the diagrams' colours are log magnitudes; a share has its heatmap alone
         diagrams(jobs, grads, kind, step)
     state.publish(fields)  # in a fragment rerun the widgets above changed without the page's own publish
+    if not active(jobs):
+        live.redraws().forget(live.view_id())
     if not active(jobs) and ss.get("tr_was_active"):
         ss["tr_was_active"] = False
         st.rerun()  # a full rerun switches the refresh off
