@@ -209,8 +209,9 @@ def refresh_s(jobs: list[Job]) -> float:
     """How often the live view redraws: every 2 s while a run only waits in the queue (a whole class's
     queued runs poll at once, and at half a second their redraws took the server's every cycle from
     the one run training: bench/load_test.py); while it trains, at the interval the live view chose
-    from the server's live views' redraw time together and the machine's load (resnet_core/refresh.py), from half a second
-    (RESNET_LIVE_REFRESH_S) on a machine with room to 16 s on a busy one or with a class watching."""
+    from the server's live views' redraw time together and the machine's load (resnet_core/refresh.py),
+    from half a second (RESNET_LIVE_REFRESH_S) on a machine with room to 16 s on a busy one or with a
+    class watching."""
     return 2.0 if all(j.state == "queued" for j in jobs) else _training_refresh_s()
 
 
