@@ -121,8 +121,8 @@ def landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int = 21
     initial->trained line if `initial` (the initial parameters, in model.parameters() order) is given.
 
     The grid is evaluated on a copy of the net with its BatchNorms folded into their convs (why/fold.py):
-    the same function in eval mode, to float rounding, about 30 % faster. The BatchNorms stay still on the
-    grid, so the folded copy moves along the folded directions, exactly as the net moves along d1 and d2.
+    the same function in eval mode, to float rounding, and faster (bench/RESULTS.md). The BatchNorms stay
+    still on the grid, so the folded copy moves along the folded directions as the net moves along d1, d2.
     The line moves BatchNorm's parameters too, so it is evaluated on the net itself. On a CPU two threads
     share the grid points (why/cores.py), each with its own copy.
     `model` is never changed: its weights are restored afterwards, whatever happens."""
