@@ -4,8 +4,8 @@ In eval mode a BatchNorm is a fixed affine map per channel, y = (x - mean) / sqr
 so a conv followed by it is one conv with scaled filters and a bias (torch.nn.utils.fusion). The folded
 net computes the same function, to float rounding (about 1e-6 relative), with one pass over the
 activations fewer per pair: on a 2-core CPU a ResNet-20 pass over 512 digits took 0.83 of the
-time (bench/bench_why.py, figures in bench/RESULTS.md). The analyses that evaluate one net many times (the lesion study, the landscape)
-use it; nothing that trains does.
+time (bench/bench_why.py, figures in bench/RESULTS.md). The analyses that evaluate one net many
+times (the lesion study, the landscape) use it; nothing that trains does.
 
 Only a conv whose output feeds nothing but a BatchNorm2d is folded, found in the net's traced graph
 (torch.fx); a pre-activation block's first BatchNorm reads the block's input, not a conv, and stays.
