@@ -50,6 +50,9 @@ async def next_flush(run_dir: Path, after: str) -> tuple[str, int, float]:
         await asyncio.sleep(0.05)
 
 
+REDRAWS: list[tuple[float, float]] = []  # (when, interval) of every fragment rerun asked for
+
+
 async def watch(url: str, query: str, stop: asyncio.Event) -> None:
     async with Protocol(url, "train", query) as p:
         await p.run()
@@ -60,20 +63,28 @@ async def watch(url: str, query: str, stop: asyncio.Event) -> None:
                 if fid not in due or now >= due[fid]:
                     due[fid] = now + every
                     if p.finished.is_set():
+                        REDRAWS.append((now, every))
                         await p.run(fragment=fid)
             await asyncio.sleep(0.05)
 
 
-async def phase(url: str, query: str, run_dir: Path, sessions: int, seconds: float) -> float:
+async def phase(url: str, query: str, run_dir: Path, sessions: int, seconds: float,
+                settle: float) -> tuple[float, float, float]:
+    """(images/s, redraws asked for per second, median interval) over `seconds`, after `settle` s in
+    which the sessions open the page and their live views find their pace."""
     stop = asyncio.Event()
     watchers = [asyncio.create_task(watch(url, query, stop)) for _ in range(sessions)]
-    await asyncio.sleep(3.0)  # the sessions' first page runs are done: from here on they only watch
+    await asyncio.sleep(settle)
     first = await next_flush(run_dir, snapshot(run_dir)[0])
+    t0 = time.monotonic()
     await asyncio.sleep(seconds)
     last = await next_flush(run_dir, snapshot(run_dir)[0])
+    t1 = time.monotonic()
     stop.set()
     await asyncio.gather(*watchers, return_exceptions=True)
-    return (last[1] - first[1]) * BATCH / (last[2] - first[2])
+    seen = [every for when, every in REDRAWS if t0 <= when <= t1]
+    return ((last[1] - first[1]) * BATCH / (last[2] - first[2]), len(seen) / (t1 - t0),
+            statistics.median(seen) if seen else float("nan"))
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -95,15 +106,17 @@ async def main_async(args: argparse.Namespace) -> None:
             watched_query = f"{query}&tr_job={job}"
             ratios = []
             for r in range(args.rounds):
-                alone = await phase(url, watched_query, run_dir, 0, args.phase)
-                watched = await phase(url, watched_query, run_dir, args.sessions, args.phase)
+                alone, _, _ = await phase(url, watched_query, run_dir, 0, args.phase, 3.0)
+                watched, per_s, every = await phase(url, watched_query, run_dir, args.sessions, args.phase,
+                                                    args.settle)
                 ratios.append(watched / alone)
                 print(f"round {r + 1}: unwatched {alone:6.1f} img/s   watched by {args.sessions} pages "
-                      f"{watched:6.1f} img/s   ratio {ratios[-1]:.3f}   load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"{watched:6.1f} img/s   ratio {ratios[-1]:.3f}   ({per_s:.2f} redraws/s in all, "
+                      f"median interval {every:g} s)   load {os.getloadavg()[0]:.1f}", flush=True)
             where = json.loads((run_dir / "config.json").read_text()).get("where", {})
             print(f"watched / unwatched, median of {len(ratios)} rounds: {statistics.median(ratios):.3f} "
                   f"(target >= 0.95); ResNet-20, batch {BATCH}, mnist-5k, CPU, backend {where.get('backend')}, "
-                  f"{args.phase:g} s phases, clients at nice {args.client_nice}; "
+                  f"{args.phase:g} s phases after {args.settle:g} s, clients at nice {args.client_nice}; "
                   f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             server.stop()
@@ -114,6 +127,9 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--phase", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds between the sessions opening the page and the measurement (their first page "
+                         "runs, and the live views finding their pace)")
     ap.add_argument("--client-nice", type=int, default=0,
                     help="run the watching sessions (this process) at this niceness, e.g. 19: they stand in for "
                          "students' browsers, which run on machines of their own")
