@@ -65,7 +65,12 @@ def jobs(owner: str | None = None) -> list[Job]:
     return [] if unavailable() else manager().jobs(owner=owner)
 
 
-manager.clear = _manager_or_reason.clear  # type: ignore[attr-defined]  # tests: a fresh manager per runs folder
+def _clear() -> None:
+    _manager_or_reason.clear()
+    redraws.clear()
+
+
+manager.clear = _clear  # type: ignore[attr-defined]  # tests: a fresh manager per runs folder, a fresh ledger
 
 
 def warm() -> None:
