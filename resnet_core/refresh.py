@@ -51,12 +51,8 @@ def live_interval(redraw_s: float, load: float, cores: int, base: float = BASE_S
 
 def should_switch(current: float, wanted: float, since_s: float) -> bool:
     """Whether a live view refreshing every `current` seconds moves to `wanted`, `since_s` seconds
-    after its last change: only to another rung; to a slower one at once (a class opening the page
-    together must not keep the server busy while each view waits out the pause), to a faster one not
-    sooner than SWITCH_AFTER_S (each change costs the page a full rerun, and the signals jitter)."""
-    if math.isclose(current, wanted):
-        return False
-    return wanted > current or since_s >= SWITCH_AFTER_S
+    after its last change: only to another rung, and not sooner than SWITCH_AFTER_S."""
+    return not math.isclose(current, wanted) and since_s >= SWITCH_AFTER_S
 
 
 class Ledger:

@@ -225,25 +225,3 @@ def test_the_live_view_refreshes_more_slowly_while_the_machine_is_busy(app, monk
     assert app.session_state["tr_refresh_s"] == 0.5  # a quiet machine: back to the base
     app.button(key="tr_stop").click().run()
 
-
-def test_a_view_that_joins_a_watching_class_starts_at_the_class_pace(app, monkeypatch):
-    import os
-
-    from resnet_core import refresh
-
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # the redraws alone set the pace
-    ledger = live.redraws()
-    for i in range(19):  # 19 other students' live views, 0.15 s a redraw, every 16 s
-        ledger.record(f"student-{i}", 0.15, 16.0)
-    small_run(app, steps=400)
-    app.button(key="tr_start").click().run()
-    job = current_job()
-    wait_until(app, lambda: job.state == "running" and app.get("plotly_chart"))
-    # 19 x 0.15 s, and this view counted as one more like them: 3 s together, DUTY x 3 s -> the 16 s rung,
-    # from its first live run on, without waiting to pace itself
-    assert refresh.live_interval(20 * 0.15, 0.2, os.cpu_count() or 1) == 16.0
-    assert app.session_state["tr_refresh_s"] == 16.0
-    assert ledger.views() == 20  # and it is in the ledger itself now
-    app.button(key="tr_stop").click().run()
-    wait_until(app, lambda: job.done)
-    assert ledger.views() == 19  # a finished run's view leaves the ledger

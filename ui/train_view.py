@@ -216,15 +216,6 @@ def refresh_s(jobs: list[Job]) -> float:
 
 
 def _training_refresh_s() -> float:
-    """The live view's interval. A view that has not paced itself yet starts where the server's other
-    live views are, counting itself as one more of their average redraw: a class that opens the page
-    at once then does not pay a second full rerun each to slow down (bench/bench_watched.py)."""
-    if not ss.get("tr_refresh_s"):
-        ledger = live.redraws()
-        n, total = ledger.views(), ledger.total()
-        if n:
-            ss["tr_refresh_s"] = refresh.live_interval(total * (n + 1) / n, os.getloadavg()[0], os.cpu_count() or 1,
-                                                       base=refresh.base_interval())
     return float(ss.get("tr_refresh_s") or refresh.base_interval())
 
 
