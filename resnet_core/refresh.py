@@ -75,12 +75,6 @@ class Ledger:
             self._drop(now)
             return sum(v for v, _, _ in self._views.values())
 
-    def total(self) -> float:
-        """Every current view's redraw time together."""
-        with self._lock:
-            self._drop(self._clock())
-            return sum(v for v, _, _ in self._views.values())
-
     def forget(self, view: str) -> None:
         """`view` stopped redrawing (its run ended)."""
         with self._lock:

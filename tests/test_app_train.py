@@ -224,4 +224,3 @@ def test_the_live_view_refreshes_more_slowly_while_the_machine_is_busy(app, monk
     app.run()
     assert app.session_state["tr_refresh_s"] == 0.5  # a quiet machine: back to the base
     app.button(key="tr_stop").click().run()
-

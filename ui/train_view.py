@@ -271,8 +271,8 @@ def live_view(job_id: str, fields: list[state.Field]) -> None:
     state.publish(fields)  # in a fragment rerun the widgets above changed without the page's own publish
     if not active(jobs):
         live.redraws().forget(live.view_id())
-    if not active(jobs) and ss.get("tr_was_active"):
-        ss["tr_was_active"] = False
-        st.rerun()  # a full rerun switches the refresh off
-    if active(jobs):
+        if ss.get("tr_was_active"):
+            ss["tr_was_active"] = False
+            st.rerun()  # a full rerun switches the refresh off
+    else:
         _pace(started)

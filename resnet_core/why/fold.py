@@ -66,17 +66,18 @@ def folded(model: nn.Module, pairs: list[tuple[str, str]] | None = None, inplace
     return out
 
 
-def folded_shift(model: nn.Module, delta: list[torch.Tensor],
-                 pairs: list[tuple[str, str]] | None = None) -> list[torch.Tensor]:
+def folded_shift(model: nn.Module, delta: list[torch.Tensor], pairs: list[tuple[str, str]] | None = None,
+                 base: nn.Module | None = None) -> list[torch.Tensor]:
     """How the folded net's parameters move when `model`'s parameters move by `delta` (in model.parameters()
     order) and its BatchNorms' statistics stay: folding is linear in a conv's weights, so the folded net of
-    the moved weights is folded(model) + this, to float rounding."""
+    the moved weights is folded(model) + this, to float rounding. `base`: folded(model, pairs), if the
+    caller has it already."""
     pairs = foldable_pairs(model) if pairs is None else pairs
+    base = folded(model, pairs) if base is None else base
     moved = copy.deepcopy(model)
     with torch.no_grad():
         torch._foreach_add_(list(moved.parameters()), delta)
-    return [b.detach() - a.detach()
-            for a, b in zip(folded(model, pairs).parameters(), folded(moved, pairs).parameters(), strict=True)]
+    return [b.detach() - a.detach() for a, b in zip(base.parameters(), folded(moved, pairs).parameters(), strict=True)]
 
 
 _FRESH = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)  # modules whose output is a new tensor, never a view

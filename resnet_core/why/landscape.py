@@ -134,7 +134,7 @@ def landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: int = 21
     d2 = filter_normalized_direction(model, gen)
     pairs = foldable_pairs(model)
     fast = folded(model, pairs, inplace=True)
-    f1, f2 = folded_shift(model, d1, pairs), folded_shift(model, d2, pairs)
+    f1, f2 = (folded_shift(model, d, pairs, base=fast) for d in (d1, d2))
     centre = [p.detach().clone() for p in fast.parameters()]
     axis = np.linspace(-span, span, grid)
     axis[grid // 2] = 0.0  # exactly: the centre is the trained weights themselves
