@@ -218,6 +218,12 @@ def test_the_live_view_refreshes_more_slowly_while_the_machine_is_busy(app, monk
     assert not app.exception
     assert len(app.get("plotly_chart")) == 3  # the full rerun that set the new interval drew the live view
 
+    # a run asked to stop is looked at every half second until it has, whatever the pace was
+    from types import SimpleNamespace
+
+    from ui import train_view
+    assert train_view.refresh_s([SimpleNamespace(state="running", stopping=True)]) == refresh.base_interval() == 0.5
+
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     monkeypatch.setattr(refresh, "DUTY", 0.0)  # the load alone (this machine's redraw time varies with its load)
     app.session_state["tr_refresh_at"] = 0.0  # as if the interval had held for longer than SWITCH_AFTER_S

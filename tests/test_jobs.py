@@ -43,8 +43,11 @@ def test_pause_resume_stop_act_within_a_second(manager):
     assert wait(lambda: job.step > frozen) < 1.0
     job.pause()
     time.sleep(0.3)
+    assert not job.stopping
     job.stop()  # a stop reaches a paused job too
+    assert job.stopping  # asked, and its worker has not answered yet
     assert wait(lambda: job.state == "stopped") < 1.0
+    assert not job.stopping
     job.thread.join(2)
     assert not job.thread.is_alive()
     rec = runs.load_run(job.run_dir)

@@ -211,8 +211,11 @@ def refresh_s(jobs: list[Job]) -> float:
     the one run training: bench/load_test.py); while it trains, at the interval the live view chose
     from the server's live views' redraw time together and the machine's load (resnet_core/refresh.py),
     from half a second (RESNET_LIVE_REFRESH_S) on a machine with room to 16 s on a busy one or with a
-    class watching."""
-    return 2.0 if all(j.state == "queued" for j in jobs) else _training_refresh_s()
+    class watching. A run asked to stop is looked at every half second (the base) until it has stopped,
+    so the page shows "stopped" within a second of the click, however slowly it was redrawing."""
+    if all(j.state == "queued" for j in jobs):
+        return 2.0
+    return refresh.base_interval() if any(j.stopping for j in jobs) else _training_refresh_s()
 
 
 def _training_refresh_s() -> float:

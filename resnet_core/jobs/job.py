@@ -205,6 +205,11 @@ class Job:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop, and its worker has not ended it yet (pause and resume take effect at once)."""
+        return self._stop.is_set() and not self.done
+
     def _idle(self) -> bool:
         if time.monotonic() - self.last_poll <= self.manager.idle_s:
             return False
