@@ -9,8 +9,10 @@ worker processes, the default backend), starts one long ResNet-20 run from a Tra
 does (the page with the job in its URL, then the live view's fragment reruns at the interval the
 server asks for, 0.5 s while it trains). A phase's rate is read from the record the server
 writes: two consecutive flushes of config.json hold (step, training seconds) pairs, so the rate
-between them is exact. Prints each phase's images/s, the median watched/unwatched ratio of the
-rounds (target >= 0.95) and the load average. The sessions run in this process, on the same
+between them is exact. Each watched phase sits between two unwatched ones, and its ratio is over
+their mean (the VM's speed drifts over minutes). Prints each phase's images/s and the cores that
+the server, the worker and the watching sessions used in it, the median watched/unwatched ratio of
+the rounds (target >= 0.95) and the load average. The sessions run in this process, on the same
 cores as the server and the worker; `--client-nice 19` lets them take only the CPU that the
 server and the worker leave, as browsers on the students' own machines would.
 """
@@ -32,6 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.load_test import JOB_RE, Protocol, Server  # noqa: E402
 
 BATCH = 64
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of process `pid` so far (its threads included), in seconds; NaN once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(run_dir: Path) -> tuple[str, int, float]:
@@ -69,22 +80,26 @@ async def watch(url: str, query: str, stop: asyncio.Event) -> None:
 
 
 async def phase(url: str, query: str, run_dir: Path, sessions: int, seconds: float,
-                settle: float) -> tuple[float, float, float]:
-    """(images/s, redraws asked for per second, median interval) over `seconds`, after `settle` s in
-    which the sessions open the page and their live views find their pace."""
+                settle: float, pids: dict[str, int]) -> tuple[float, float, float, dict[str, float]]:
+    """(images/s, redraws asked for per second, median interval, {process: cores used}) over `seconds`,
+    after `settle` s in which the sessions open the page and their live views find their pace."""
     stop = asyncio.Event()
     watchers = [asyncio.create_task(watch(url, query, stop)) for _ in range(sessions)]
     await asyncio.sleep(settle)
     first = await next_flush(run_dir, snapshot(run_dir)[0])
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), {k: cpu_s(pid) for k, pid in pids.items()}
     await asyncio.sleep(seconds)
     last = await next_flush(run_dir, snapshot(run_dir)[0])
-    t1 = time.monotonic()
+    t1, cpu1 = time.monotonic(), {k: cpu_s(pid) for k, pid in pids.items()}
     stop.set()
     await asyncio.gather(*watchers, return_exceptions=True)
     seen = [every for when, every in REDRAWS if t0 <= when <= t1]
     return ((last[1] - first[1]) * BATCH / (last[2] - first[2]), len(seen) / (t1 - t0),
-            statistics.median(seen) if seen else float("nan"))
+            statistics.median(seen) if seen else float("nan"), {k: (cpu1[k] - cpu0[k]) / (t1 - t0) for k in pids})
+
+
+def cores(used: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in used.items())
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -104,15 +119,25 @@ async def main_async(args: argparse.Namespace) -> None:
             (run_dir,) = [d for d in server.runs.glob("*") if (d / "config.json").exists()]
             await next_flush(run_dir, "")
             watched_query = f"{query}&tr_job={job}"
+            worker = int(json.loads((run_dir / "config.json").read_text())["where"]["pid"])
+            pids = {"server": server.proc.pid, "worker": worker, "clients": os.getpid()}
+            # each watched phase sits between two unwatched ones, and its baseline is their mean: the
+            # VM's speed drifts over minutes, and a drift then moves both sides alike
             ratios = []
+            alone, _, _, used = await phase(url, watched_query, run_dir, 0, args.phase, 3.0, pids)
+            print(f"unwatched {alone:6.1f} img/s   cores used: {cores(used)}", flush=True)
             for r in range(args.rounds):
-                alone, _, _ = await phase(url, watched_query, run_dir, 0, args.phase, 3.0)
-                watched, per_s, every = await phase(url, watched_query, run_dir, args.sessions, args.phase,
-                                                    args.settle)
-                ratios.append(watched / alone)
-                print(f"round {r + 1}: unwatched {alone:6.1f} img/s   watched by {args.sessions} pages "
-                      f"{watched:6.1f} img/s   ratio {ratios[-1]:.3f}   ({per_s:.2f} redraws/s in all, "
-                      f"median interval {every:g} s)   load {os.getloadavg()[0]:.1f}", flush=True)
+                watched, per_s, every, used = await phase(url, watched_query, run_dir, args.sessions, args.phase,
+                                                          args.settle, pids)
+                print(f"round {r + 1}: watched by {args.sessions} pages {watched:6.1f} img/s   ({per_s:.2f} "
+                      f"redraws/s in all, median interval {every:g} s)   cores used: {cores(used)}   "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                after, _, _, used = await phase(url, watched_query, run_dir, 0, args.phase, 3.0, pids)
+                ratios.append(watched / ((alone + after) / 2))
+                print(f"unwatched {after:6.1f} img/s   cores used: {cores(used)}   round {r + 1}: ratio "
+                      f"{ratios[-1]:.3f} (watched over the mean of the unwatched phases before and after)",
+                      flush=True)
+                alone = after
             where = json.loads((run_dir / "config.json").read_text()).get("where", {})
             print(f"watched / unwatched, median of {len(ratios)} rounds: {statistics.median(ratios):.3f} "
                   f"(target >= 0.95); ResNet-20, batch {BATCH}, mnist-5k, CPU, backend {where.get('backend')}, "

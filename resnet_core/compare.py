@@ -224,11 +224,37 @@ def logged_steps(views: Sequence[RunView]) -> np.ndarray:
 
 def step_at(grads: pd.DataFrame, kind: str, step: int) -> int | None:
     """The last step at or before `step` with `kind` logged; the first one if `step` is earlier; None if none."""
-    steps = grads.loc[grads["kind"] == kind, "step"].to_numpy(np.int64)
-    if not len(steps):
-        return None
-    before = steps[steps <= step]
-    return int(before.max()) if len(before) else int(steps.min())
+    return rows_at(grads, kind, step)[0]
+
+
+def rows_at(grads: pd.DataFrame, kind: str, step: int | None = None) -> tuple[int | None, pd.DataFrame]:
+    """(the step, its rows of `kind`): the last step at or before `step` (default: the latest) with `kind`
+    logged, or the first one if `step` is earlier; (None, no rows) if `kind` was never logged.
+
+    A live run's rows arrive a whole logged step at a time, in order, so the step column is sorted and
+    the rows are found by bisection: a live redraw then costs the same at step 20,000 as at step 20
+    (filtering the whole history took ~10 ms a net at 2,000 logged steps). Otherwise, or when `kind`
+    is missing from the last few steps found, every row is looked at.
+    """
+    steps = grads["step"].to_numpy(np.int64)
+    if len(steps) and bool((steps[1:] >= steps[:-1]).all()):
+        end = len(steps) if step is None else int(np.searchsorted(steps, step, "right"))
+        for _ in range(8):  # every kind is logged at every logged step: the first step found has it
+            if end == 0:
+                break
+            start = int(np.searchsorted(steps, steps[end - 1], "left"))
+            chunk = grads.iloc[start:end]
+            rows = chunk[chunk["kind"].to_numpy() == kind]
+            if len(rows):
+                return int(steps[start]), rows
+            end = start
+    sel = grads[grads["kind"] == kind]
+    if not len(sel):
+        return None, sel
+    logged = sel["step"].to_numpy(np.int64)
+    before = logged if step is None else logged[logged <= step]
+    at = int(before.max()) if len(before) else int(logged.min())
+    return at, sel[logged == at]
 
 
 def block_series(grads: pd.DataFrame, kind: str, blocks: Sequence[str]) -> pd.DataFrame:

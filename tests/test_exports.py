@@ -229,3 +229,35 @@ def test_malicious_zips_are_refused_and_nothing_is_written(two_runs, tmp_path, c
         runzip.import_zip(data, root)
     assert not root.exists() or not any(root.iterdir())
     assert not (tmp_path.parent / "evil.json").exists()
+
+
+def _naive_rows_at(grads: pd.DataFrame, kind: str, step: int | None):
+    """The oracle: every row looked at."""
+    sel = grads[grads["kind"] == kind]
+    if not len(sel):
+        return None, sel
+    before = sel[sel["step"] <= step] if step is not None else sel
+    at = int(before["step"].max()) if len(before) else int(sel["step"].min())
+    return at, sel[sel["step"] == at]
+
+
+@pytest.mark.parametrize("order", ["as logged", "shuffled"])
+def test_rows_at_finds_the_rows_an_exhaustive_filter_finds(order):
+    rng = np.random.default_rng(3)
+    rows = []
+    for step in (1, 2, 5, 9, 10, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40):
+        # weight_grad at every step; act_grad missing from the last ten (the bisection's give-up case);
+        # update_ratio only at step 2
+        kinds = ["weight_grad"] + (["act_grad"] if step < 31 else []) + (["update_ratio"] if step == 2 else [])
+        rows += [(step, kind, f"layer{i}", float(rng.random())) for kind in kinds for i in range(3)]
+    grads = pd.DataFrame(rows, columns=["step", "kind", "layer", "value"])
+    if order == "shuffled":
+        grads = grads.sample(frac=1, random_state=0)
+    for kind in ("weight_grad", "act_grad", "update_ratio", "shortcut_share"):
+        for step in (None, 0, 1, 3, 9, 10, 11, 31, 36, 40, 99):
+            at, got = compare.rows_at(grads, kind, step)
+            want_at, want = _naive_rows_at(grads, kind, step)
+            assert at == want_at, (kind, step)
+            pd.testing.assert_frame_equal(got.sort_values(["layer"]), want.sort_values(["layer"]))
+    assert compare.rows_at(grads, "act_grad", 35)[0] == 30  # missing at 31-35: found further back
+    assert compare.rows_at(grads.iloc[0:0], "weight_grad", None)[0] is None

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from resnet_core import data, refresh, runs
+from resnet_core import compare, data, refresh, runs
 from resnet_core.jobs import Job, JobManager
 from resnet_core.limits import env_float
 
@@ -181,11 +181,9 @@ def block_values(grads: pd.DataFrame, kind: str, blocks: list[str], step: int | 
     """
     if grads is None or not len(grads):
         return {}
-    sel = grads[grads["kind"] == kind]
-    if not len(sel):
+    at, rows = compare.rows_at(grads, kind, step)
+    if at is None:
         return {}
-    at = int(sel["step"].max()) if step is None else int(sel["step"][sel["step"] <= step].max())
-    rows = sel[sel["step"] == at]
     if kind == "act_grad":
         return {n: float(v) for n, v in zip(rows["layer"], rows["value"], strict=True) if n in blocks}
     out: dict[str, float] = {}

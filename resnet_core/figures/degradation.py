@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 
 from ..experiments import PAPER_RESNET_TEST_ERROR
 from .gradflow import PLAIN_STYLE, RESIDUAL_STYLE
+from .theme import TEMPLATE
 
 STYLES = {"residual": RESIDUAL_STYLE, "plain": PLAIN_STYLE}
 PAPER_COLOUR = "#000000"
@@ -63,7 +64,7 @@ def degradation_figure(table: pd.DataFrame, dataset: str = "mnist-5k", steps: in
         annotations=[_panel_title("Training loss after the same budget", 0.0),
                      _panel_title("Test error: ours and the paper's", 0.55)],
         legend={"orientation": "h", "y": -0.22, "x": 0}, margin={"l": 60, "r": 20, "t": 40, "b": 40},
-        height=440, template="plotly_white", uirevision="degradation")
+        height=440, template=TEMPLATE, uirevision="degradation")
     if not any(len(t.x) for t in fig.data if t.meta and t.meta[0] != "paper"):
         fig.add_annotation(text="no finished runs yet", x=0.22, y=0.5, xref="paper", yref="paper", showarrow=False)
     return fig

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from ..probe import GradFlow
 from .gradflow import fmt_norm, times
+from .theme import TEMPLATE
 from .training import _layer_ticks, bin_steps, layer_grid
 
 SHORTCUT_COLOUR, BRANCH_COLOUR = "#0072B2", "#E69F00"  # Okabe-Ito blue and orange
@@ -41,7 +42,7 @@ def split_figure(g: GradFlow, title: str = "") -> go.Figure:
     fig.add_hline(y=0.5, line={"color": "#555", "width": 1, "dash": "dot"}, xref="x2", yref="y2")
     fig.update_layout(
         title={"text": title or "The gradient at each block's fork, by road", "x": 0, "xanchor": "left"},
-        height=520, margin={"l": 70, "r": 20, "t": 60, "b": 60}, template="plotly_white",
+        height=520, margin={"l": 70, "r": 20, "t": 60, "b": 60}, template=TEMPLATE,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
         xaxis={"domain": [0, 1], "anchor": "y", "showticklabels": False, "matches": "x2"},
         yaxis={"domain": [0.42, 1], "type": "log", "exponentformat": "power",
@@ -113,7 +114,7 @@ def share_heatmap(grads, blocks: list[str], max_columns: int = 300, cursor_step:
     if not names or not len(steps):
         fig.add_annotation(text="no shortcut shares logged yet (records from before this measurement have none)",
                            x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-        fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=240, template="plotly_white")
+        fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=240, template=TEMPLATE)
         return fig
     z, _, x, k = bin_steps(grid[has], np.zeros_like(grid[has], bool), steps, max_columns)
     over = f"<br>(mean of {k} steps ending here)" if k > 1 else ""
@@ -129,7 +130,7 @@ def share_heatmap(grads, blocks: list[str], max_columns: int = 300, cursor_step:
                            "y0": 0, "y1": 1, "line": {"color": colour, "width": width}})
     fig.update_layout(
         title={"text": title, "font": {"size": 14}, "x": 0.01} if title else None,
-        xaxis={"title": {"text": "step"}}, shapes=shapes, template="plotly_white", uirevision="shortcut_share",
+        xaxis={"title": {"text": "step"}}, shapes=shapes, template=TEMPLATE, uirevision="shortcut_share",
         yaxis={"title": {"text": "block (input at the bottom)"}, "type": "category",
                "tickvals": _layer_ticks(names), "ticktext": _layer_ticks(names), "automargin": True},
         height=min(900, 240 + 8 * len(names)), margin={"l": 20, "r": 20, "t": 60 if title else 30, "b": 40})

@@ -16,6 +16,8 @@ import plotly.graph_objects as go
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .theme import TEMPLATE
+
 # Okabe & Ito's palette: told apart with every common colour-vision deficiency.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 KINDS = ("weight_grad", "act_grad", "update_ratio", "weight_norm", "shortcut_share")
@@ -67,7 +69,7 @@ def curves_figure(metrics: pd.DataFrame, max_points: int = 2000) -> go.Figure:
         # them a legend that wrapped (a narrow window, long run names) covered the axis titles
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
         margin={"l": 60, "r": 20, "t": 30, "b": 40},
-        height=360, uirevision="curves", template="plotly_white")
+        height=360, uirevision="curves", template=TEMPLATE)
     return fig
 
 
@@ -252,7 +254,7 @@ def _heatmap(logv, zero, steps, names, max_columns, zrange, cursor_step, label, 
         yaxis={"title": {"text": "layer (input at the bottom)"}, "type": "category",
                "tickvals": _layer_ticks(names), "ticktext": _layer_ticks(names), "automargin": True},
         shapes=shapes, height=min(900, 240 + 8 * len(names)), margin={"l": 20, "r": 20, "t": 30, "b": 40},
-        uirevision=label, template="plotly_white")
+        uirevision=label, template=TEMPLATE)
     return fig
 
 
@@ -297,5 +299,5 @@ def _layer_ticks(names: list[str]) -> list[str]:
 
 def _empty(fig: go.Figure, text: str) -> go.Figure:
     fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=240, template="plotly_white")
+    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, height=240, template=TEMPLATE)
     return fig

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from ..why.landscape import Landscape
 from ..why.lesion import Lesion
 from ..why.paths import PathLengths
+from .theme import TEMPLATE
 
 COLOURS = {"residual": "#0072B2", "plain": "#D55E00"}
 LANDSCAPE_SCALE = "Viridis"
@@ -42,7 +43,7 @@ def lesion_figure(results: Mapping[str, Lesion]) -> go.Figure:
                                      name=f"{fam}: cannot be deleted (changes shape, no shortcut)",
                                      hovertemplate="%{x} changes the shape and has no shortcut: cannot be "
                                                    "deleted<extra></extra>"))
-    fig.update_layout(barmode="group", height=420, template="plotly_white", title={"text": "Delete one block",
+    fig.update_layout(barmode="group", height=420, template=TEMPLATE, title={"text": "Delete one block",
                       "x": 0}, yaxis={"range": [0, 1.02], "tickformat": ".0%", "title": {"text": "test accuracy"}},
                       xaxis={"title": {"text": "deleted block (input on the left)"}},
                       legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 20, "t": 50, "b": 40})
@@ -58,7 +59,7 @@ def lesion_k_figure(results: Mapping[str, Lesion]) -> go.Figure:
                                  name=fam, line={"color": COLOURS[fam], "width": 2.5},
                                  hovertemplate=f"{fam}<br>%{{x}} blocks deleted<br>mean accuracy %{{y:.1%}}"
                                                "<extra></extra>"))
-    fig.update_layout(height=380, template="plotly_white", title={"text": "Delete k blocks at random", "x": 0},
+    fig.update_layout(height=380, template=TEMPLATE, title={"text": "Delete k blocks at random", "x": 0},
                       yaxis={"range": [0, 1.02], "tickformat": ".0%", "title": {"text": "mean test accuracy"}},
                       xaxis={"title": {"text": "blocks deleted, k"}, "dtick": 1},
                       legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 20, "t": 50, "b": 40})
@@ -111,7 +112,7 @@ def contour_figure(ls: Landscape, name: str, zmax: float) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker={"symbol": "x", "color": "white", "size": 10},
                              name="trained weights", hovertemplate=f"trained weights<br>loss {ls.centre:.3f}"
                                                                    "<extra></extra>"))
-    fig.update_layout(title={"text": name, "x": 0}, height=420, template="plotly_white", showlegend=False,
+    fig.update_layout(title={"text": name, "x": 0}, height=420, template=TEMPLATE, showlegend=False,
                       xaxis={"title": {"text": "α (direction 1)"}}, yaxis={"title": {"text": "β (direction 2)"}},
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
@@ -121,7 +122,7 @@ def surface_figure(ls: Landscape, name: str, zmax: float) -> go.Figure:
     z = np.minimum(np.array(ls.loss).T, zmax)
     fig = go.Figure(go.Surface(x=list(ls.alphas), y=list(ls.betas), z=z.tolist(), cmin=0, cmax=zmax,
                                colorscale=LANDSCAPE_SCALE, colorbar={"title": {"text": "loss"}}))
-    fig.update_layout(title={"text": name, "x": 0}, height=460, template="plotly_white",
+    fig.update_layout(title={"text": name, "x": 0}, height=460, template=TEMPLATE,
                       scene={"xaxis": {"title": {"text": "α"}}, "yaxis": {"title": {"text": "β"}},
                              "zaxis": {"title": {"text": "loss"}, "range": [0, zmax]}},
                       margin={"l": 0, "r": 0, "t": 50, "b": 0})
@@ -137,7 +138,7 @@ def line_figure(landscapes: Mapping[str, Landscape]) -> go.Figure:
             fig.add_trace(go.Scatter(x=list(ls.interpolation_t), y=list(ls.interpolation_loss), mode="lines",
                                      name=f"{fam}: initial (t=0) → trained (t=1)",
                                      line={"color": COLOURS[fam], "dash": "dot", "width": 2}))
-    fig.update_layout(height=380, template="plotly_white", title={"text": "1-D slices", "x": 0},
+    fig.update_layout(height=380, template=TEMPLATE, title={"text": "1-D slices", "x": 0},
                       xaxis={"title": {"text": "α along d1, or t from the initial to the trained weights"}},
                       yaxis={"title": {"text": "loss (log scale)"}, "type": "log"},
                       legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 20, "t": 50, "b": 40})
@@ -177,7 +178,7 @@ def paths_figure(p: PathLengths) -> go.Figure:
     a, b = p.central(0.9)
     fig.add_vrect(x0=a - 0.5, x1=b + 0.5, xref="x3", fillcolor="rgba(0,158,115,0.12)", line_width=0)
     fig.update_layout(
-        height=380, template="plotly_white", legend={"orientation": "h", "y": -0.3},
+        height=380, template=TEMPLATE, legend={"orientation": "h", "y": -0.3},
         xaxis={"domain": [0, 0.3], "title": {"text": "path length k"}},
         xaxis2={"domain": [0.36, 0.64], "title": {"text": "path length k"}, "anchor": "y2"},
         xaxis3={"domain": [0.7, 1], "title": {"text": "path length k"}, "anchor": "y3"},
