@@ -96,7 +96,8 @@ def test_dead_and_hung_workers_fail_their_jobs_alone(server):
         assert sorted(rec.grads["step"].unique()) == [1, 2, 3, 4, 5]
         where = meta["where"]
         assert where["backend"] == "process" and where["pid"] != server.proc.pid and not alive(where["pid"])
-    assert records(server)[HEALTHY]["status"] == "running"  # it trained on through all three
+    # it trained on through all three: not failed (on a fast machine its 400 steps may be done already)
+    assert records(server)[HEALTHY]["status"] in ("running", "finished")
     queued = wait_until(lambda: (r := records(server).get((4, 8, 32))) and r["status"] == "finished" and r, 120,
                         "the queued job finishes")
     assert queued["final"]["step"] == 5
