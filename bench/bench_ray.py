@@ -30,18 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.load_test import cpu_seconds  # noqa: E402
 from resnet_core.config import make_train_config, preset  # noqa: E402
 from resnet_core.jobs import JobManager  # noqa: E402
 from resnet_core.limits import from_env  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid`, all its threads (nan once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_job(manager: JobManager, model_cfg, train_cfg) -> tuple[float, float, float]:

@@ -31,18 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load_test import JOB_RE, Protocol, Server  # noqa: E402
+from bench.load_test import JOB_RE, Protocol, Server, cpu_seconds  # noqa: E402
 
 BATCH = 64
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of process `pid` so far (its threads included), in seconds; NaN once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(run_dir: Path) -> tuple[str, int, float]:
@@ -87,10 +78,10 @@ async def phase(url: str, query: str, run_dir: Path, sessions: int, seconds: flo
     watchers = [asyncio.create_task(watch(url, query, stop)) for _ in range(sessions)]
     await asyncio.sleep(settle)
     first = await next_flush(run_dir, snapshot(run_dir)[0])
-    t0, cpu0 = time.monotonic(), {k: cpu_s(pid) for k, pid in pids.items()}
+    t0, cpu0 = time.monotonic(), {k: cpu_seconds(pid) for k, pid in pids.items()}
     await asyncio.sleep(seconds)
     last = await next_flush(run_dir, snapshot(run_dir)[0])
-    t1, cpu1 = time.monotonic(), {k: cpu_s(pid) for k, pid in pids.items()}
+    t1, cpu1 = time.monotonic(), {k: cpu_seconds(pid) for k, pid in pids.items()}
     stop.set()
     await asyncio.gather(*watchers, return_exceptions=True)
     seen = [every for when, every in REDRAWS if t0 <= when <= t1]

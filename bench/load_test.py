@@ -74,6 +74,15 @@ QUEUE_REFUSAL = "max_queued_"  # an expected refusal's message names its limit
 # ---------------------------------------------------------------- the server
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (nan once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,9 +132,10 @@ class Server:
                 status = Path(f"/proc/{self.proc.pid}/status").read_text()
                 rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) // 1024
                 threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))
-                fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-            except (OSError, AttributeError, IndexError, ValueError):
+            except (OSError, AttributeError, ValueError):
+                return
+            cpu = cpu_seconds(self.proc.pid)
+            if cpu != cpu:  # gone
                 return
             self.samples.append((time.monotonic() - self.t0, rss, threads, cpu))
 
