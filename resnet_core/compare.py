@@ -232,9 +232,9 @@ def rows_at(grads: pd.DataFrame, kind: str, step: int | None = None) -> tuple[in
     logged, or the first one if `step` is earlier; (None, no rows) if `kind` was never logged.
 
     A live run's rows arrive a whole logged step at a time, in order, so the step column is sorted and
-    the rows are found by bisection: a live redraw then costs the same at step 20,000 as at step 20
-    (filtering the whole history took ~10 ms a net at 2,000 logged steps). Otherwise, or when `kind`
-    is missing from the last few steps found, every row is looked at.
+    the rows are found by bisection: what grows with the history is one vectorised check that the
+    column is sorted, not a filter of every row by kind (that took ~10 ms a net at 2,000 logged steps).
+    Otherwise, or when `kind` is missing from the last few steps found, every row is looked at.
     """
     steps = grads["step"].to_numpy(np.int64)
     if len(steps) and bool((steps[1:] >= steps[:-1]).all()):
